@@ -1,0 +1,175 @@
+//! Command-line types (clap derive) and nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::spec::{ProviderKind, parse_disk_gib, parse_memory_mib};
+use crate::ui::OutputFormat;
+
+/// A real multi-node Kubernetes cluster on your laptop: a Linux control
+/// plane plus Linux and Windows Server workers, as VMs on libvirt/QEMU,
+/// Hyper-V or VirtualBox.
+#[derive(Debug, Parser)]
+#[command(
+    name = "devcluster",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Which cluster: lowercase letters, digits and '-', starting with a
+    /// letter, at most 10 characters.
+    #[arg(
+        long,
+        global = true,
+        env = "DEVCLUSTER_CLUSTER",
+        default_value = "dev",
+        value_name = "NAME"
+    )]
+    pub cluster: String,
+
+    /// More logging on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Plain step lines instead of progress bars (automatic when stderr is
+    /// not a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the cluster, or finish creating it.
+    Up(UpArgs),
+    /// Show the cluster's nodes.
+    Status(OutputArgs),
+    /// Show all clusters.
+    List(OutputArgs),
+    /// Delete the cluster: VMs, disks, network, state, and its kubeconfig entries.
+    Destroy(DestroyArgs),
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Linux workers (0-9; default 1).
+    #[arg(long, env = "DEVCLUSTER_WORKERS", value_name = "N")]
+    pub workers: Option<u32>,
+
+    /// Windows Server workers (0-9; default 0).
+    #[arg(long, env = "DEVCLUSTER_WINDOWS_WORKERS", value_name = "N")]
+    pub windows_workers: Option<u32>,
+
+    /// Hypervisor to use; auto picks the first usable one.
+    #[arg(long, value_enum, env = "DEVCLUSTER_PROVIDER")]
+    pub provider: Option<ProviderKind>,
+
+    /// Kubernetes minor version to install, e.g. 1.36.
+    #[arg(long, env = "DEVCLUSTER_KUBERNETES_VERSION", value_name = "X.Y")]
+    pub kubernetes_version: Option<String>,
+
+    /// Config file (default: ./devcluster.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Stop after the VMs are up and prepared (machines only).
+    #[arg(long)]
+    pub no_kubernetes: bool,
+
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Merge the kubeconfig context but keep kubectl's current context.
+    #[arg(long)]
+    pub no_switch_context: bool,
+
+    /// Output format of --dry-run.
+    #[arg(short, long, value_enum, default_value_t = crate::ui::OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Image for Linux nodes (a name from the image catalog or `images import`).
+    #[arg(long, value_name = "NAME")]
+    pub linux_image: Option<String>,
+
+    /// Image for Windows nodes.
+    #[arg(long, value_name = "NAME")]
+    pub windows_image: Option<String>,
+
+    /// Control-plane vCPUs (at least 2).
+    #[arg(long, value_name = "N", help_heading = "Machine sizes")]
+    pub control_plane_cpus: Option<u32>,
+
+    /// Control-plane memory: MiB, or with a unit (4G); at least 2048 MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_mib, help_heading = "Machine sizes")]
+    pub control_plane_memory: Option<u32>,
+
+    /// Control-plane disk: GiB, or 40G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk_gib, help_heading = "Machine sizes")]
+    pub control_plane_disk: Option<u32>,
+
+    /// vCPUs of each Linux worker.
+    #[arg(long, value_name = "N", help_heading = "Machine sizes")]
+    pub worker_cpus: Option<u32>,
+
+    /// Memory of each Linux worker: MiB, or with a unit (2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_mib, help_heading = "Machine sizes")]
+    pub worker_memory: Option<u32>,
+
+    /// Disk of each Linux worker: GiB, or 40G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk_gib, help_heading = "Machine sizes")]
+    pub worker_disk: Option<u32>,
+
+    /// vCPUs of each Windows worker (at least 2).
+    #[arg(long, value_name = "N", help_heading = "Machine sizes")]
+    pub windows_cpus: Option<u32>,
+
+    /// Memory of each Windows worker: MiB, or with a unit (4G); at least 4096 MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_mib, help_heading = "Machine sizes")]
+    pub windows_memory: Option<u32>,
+
+    /// Disk of each Windows worker: GiB, or 64G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk_gib, help_heading = "Machine sizes")]
+    pub windows_disk: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Destroy every devcluster cluster.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

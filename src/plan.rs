@@ -1,0 +1,369 @@
+//! From a validated spec to a deterministic plan: every name, address and
+//! size a cluster will have, decided before anything is created.
+//!
+//! Addresses are stable per node name, not per position: in the cluster's
+//! /24, the gateway (the host side of the cluster network) is `.1`, the
+//! control plane `.10`, Linux worker `wN` is `.20+N` and Windows worker
+//! `winN` is `.30+N`. Adding or removing a node never moves another one,
+//! and a node re-created later gets its old address back. `.100`–`.254` are
+//! left for a DHCP range (anything that is not a node).
+//!
+//! MACs are locally administered unicast (`02:` first octet), three octets
+//! from a hash of the cluster name and the last octet equal to the node's
+//! host number, so they are unique within a cluster by construction and
+//! differ between clusters. Providers pin these MACs to the planned IPs.
+//!
+//! The subnet is the first candidate `192.168.100.0/24` ... `192.168.199.0/24`
+//! that overlaps none of the host's interface networks and routes and no
+//! other devcluster cluster. Once chosen it is kept in the cluster's state
+//! for its whole life: certificates name the control-plane IP.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::UserError;
+use crate::net::Cidr;
+use crate::spec::{DomainType, Machine, NetworkMode, ProviderKind, Spec, Val};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    Linux,
+    Windows,
+}
+
+impl Os {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Os::Linux => "linux",
+            Os::Windows => "windows",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub role: Role,
+    pub os: Os,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPlan {
+    /// The cluster's own /24.
+    pub subnet: Cidr,
+    /// The host's address on the cluster network; the nodes' gateway and DNS.
+    pub gateway: Ipv4Addr,
+    pub pod_cidr: Cidr,
+    pub service_cidr: Cidr,
+    pub cluster_dns: Ipv4Addr,
+    /// `IP:6443` of the control plane: kubeadm's controlPlaneEndpoint.
+    pub api_endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibvirtPlan {
+    pub uri: String,
+    pub domain_type: DomainType,
+    pub network_mode: NetworkMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub provider: ProviderKind,
+    /// `X.Y`; installed as the newest patch release of that minor.
+    pub kubernetes_version: String,
+    /// False with `--no-kubernetes`: machines only.
+    pub kubernetes: bool,
+    pub network: NetworkPlan,
+    pub nodes: Vec<NodePlan>,
+    pub libvirt: LibvirtPlan,
+}
+
+/// Host number of the control plane in the cluster /24.
+pub const CONTROL_PLANE_HOST: u32 = 10;
+const LINUX_WORKER_BASE: u32 = 20;
+const WINDOWS_WORKER_BASE: u32 = 30;
+/// The API server port.
+pub const API_PORT: u16 = 6443;
+
+/// What planning needs to know about the world, gathered by the caller so
+/// planning stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct Surroundings {
+    /// The subnet this cluster already has (from its state), kept as is.
+    pub existing_subnet: Option<Cidr>,
+    /// Networks the host reaches directly (interfaces, routes).
+    pub host_networks: Vec<Cidr>,
+    /// Subnets of the other devcluster clusters.
+    pub other_clusters: Vec<(String, Cidr)>,
+}
+
+/// The candidate cluster subnets, in order of preference.
+pub fn candidate_subnets() -> impl Iterator<Item = Cidr> {
+    (100u8..=199).map(|third| Cidr::containing(Ipv4Addr::new(192, 168, third, 0), 24))
+}
+
+/// Chooses the cluster subnet.
+pub fn choose_subnet(spec: &Spec, env: &Surroundings) -> Result<Cidr, UserError> {
+    if let Some(existing) = env.existing_subnet {
+        return Ok(existing);
+    }
+    let avoid = [spec.pod_cidr.value, spec.service_cidr.value];
+    if let Some(requested) = &spec.node_cidr {
+        if let Some((other, _)) = env
+            .other_clusters
+            .iter()
+            .find(|(_, c)| c.overlaps(&requested.value))
+        {
+            return Err(UserError::new(format!(
+                "node network {} (from {}) is already used by cluster {other}",
+                requested.value, requested.origin
+            ))
+            .hint("choose another node_cidr, or leave it out to let devcluster pick one"));
+        }
+        if let Some(net) = env
+            .host_networks
+            .iter()
+            .find(|c| c.overlaps(&requested.value))
+        {
+            return Err(UserError::new(format!(
+                "node network {} (from {}) overlaps {net}, a network this host already uses",
+                requested.value, requested.origin
+            ))
+            .hint("choose another node_cidr, or leave it out to let devcluster pick one"));
+        }
+        return Ok(requested.value);
+    }
+    candidate_subnets()
+        .find(|c| {
+            !env.host_networks.iter().any(|n| n.overlaps(c))
+                && !env.other_clusters.iter().any(|(_, n)| n.overlaps(c))
+                && !avoid.iter().any(|n| n.overlaps(c))
+        })
+        .ok_or_else(|| {
+            UserError::new(
+                "no free /24 for the cluster network between 192.168.100.0 and 192.168.199.0",
+            )
+            .hint("set [network] node_cidr in devcluster.toml to a free /24")
+        })
+}
+
+/// The locally administered MAC of a node.
+pub fn node_mac(cluster: &str, host: u32) -> String {
+    let h = Sha256::digest(format!("devcluster/{cluster}").as_bytes());
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:00:{:02x}",
+        h[0],
+        h[1],
+        h[2],
+        host & 0xff
+    )
+}
+
+/// Builds the plan.
+pub fn plan(spec: &Spec, env: &Surroundings) -> Result<Plan, UserError> {
+    let subnet = choose_subnet(spec, env)?;
+    let cluster = spec.cluster.value.clone();
+    let host_ip = |host: u32| {
+        subnet
+            .nth(host)
+            .ok_or_else(|| UserError::new(format!("internal error: {subnet} has no host {host}")))
+    };
+    let node = |name: String, role, os, host: u32, m: &Machine, image: &Val<String>| {
+        Ok::<_, UserError>(NodePlan {
+            name,
+            role,
+            os,
+            ip: host_ip(host)?,
+            mac: node_mac(&cluster, host),
+            cpus: m.cpus.value,
+            memory_mib: m.memory_mib.value,
+            disk_gib: m.disk_gib.value,
+            image: image.value.clone(),
+        })
+    };
+
+    let mut nodes = vec![node(
+        format!("{cluster}-cp"),
+        Role::ControlPlane,
+        Os::Linux,
+        CONTROL_PLANE_HOST,
+        &spec.control_plane,
+        &spec.linux_image,
+    )?];
+    for i in 1..=spec.workers.value {
+        nodes.push(node(
+            format!("{cluster}-w{i}"),
+            Role::Worker,
+            Os::Linux,
+            LINUX_WORKER_BASE + i,
+            &spec.linux,
+            &spec.linux_image,
+        )?);
+    }
+    for i in 1..=spec.windows_workers.value {
+        nodes.push(node(
+            format!("{cluster}-win{i}"),
+            Role::Worker,
+            Os::Windows,
+            WINDOWS_WORKER_BASE + i,
+            &spec.windows,
+            &spec.windows_image,
+        )?);
+    }
+
+    let cp_ip = nodes[0].ip;
+    Ok(Plan {
+        cluster,
+        provider: spec.provider.value,
+        kubernetes_version: spec.kubernetes.minor.clone(),
+        kubernetes: true,
+        network: NetworkPlan {
+            subnet,
+            gateway: host_ip(1)?,
+            pod_cidr: spec.pod_cidr.value,
+            service_cidr: spec.service_cidr.value,
+            cluster_dns: spec.service_cidr.value.nth(10).ok_or_else(|| {
+                UserError::new(format!(
+                    "service network {} is too small for the cluster DNS address (.10)",
+                    spec.service_cidr.value
+                ))
+            })?,
+            api_endpoint: format!("{cp_ip}:{API_PORT}"),
+        },
+        nodes,
+        libvirt: LibvirtPlan {
+            uri: spec.libvirt_uri.value.clone(),
+            domain_type: spec.libvirt_domain_type.value,
+            network_mode: spec.libvirt_network_mode.value,
+        },
+    })
+}
+
+impl Plan {
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn control_plane(&self) -> &NodePlan {
+        // `plan` always puts the control plane first.
+        &self.nodes[0]
+    }
+
+    pub fn total_memory_mib(&self) -> u64 {
+        self.nodes.iter().map(|n| u64::from(n.memory_mib)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Layer, Origin, resolve};
+    use proptest::prelude::*;
+
+    fn spec(name: &str, workers: u32, windows: u32) -> Spec {
+        let layer = Layer {
+            workers: Some(Val::new(workers, Origin::Flag("--workers"))),
+            windows_workers: Some(Val::new(windows, Origin::Flag("--windows-workers"))),
+            ..Layer::default()
+        };
+        resolve(Val::new(name.into(), Origin::Flag("--cluster")), layer).unwrap()
+    }
+
+    #[test]
+    fn skips_used_subnets() {
+        let s = spec("dev", 1, 0);
+        let env = Surroundings {
+            host_networks: vec![
+                "192.168.100.0/24".parse().unwrap(),
+                "192.168.96.0/21".parse().unwrap(),
+            ],
+            other_clusters: vec![("b".into(), "192.168.101.0/24".parse().unwrap())],
+            ..Default::default()
+        };
+        let p = plan(&s, &env).unwrap();
+        // 100 is the host's, 101 another cluster's, 102 and 103 are inside the /21.
+        assert_eq!(p.network.subnet.to_string(), "192.168.104.0/24");
+        assert_eq!(p.network.gateway.to_string(), "192.168.104.1");
+        assert_eq!(p.network.api_endpoint, "192.168.104.10:6443");
+        assert_eq!(p.network.cluster_dns.to_string(), "10.96.0.10");
+    }
+
+    #[test]
+    fn keeps_existing_subnet() {
+        let s = spec("dev", 1, 0);
+        let env = Surroundings {
+            existing_subnet: Some("192.168.150.0/24".parse().unwrap()),
+            host_networks: vec!["192.168.150.0/24".parse().unwrap()],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&s, &env).unwrap().network.subnet.to_string(),
+            "192.168.150.0/24"
+        );
+    }
+
+    #[test]
+    fn addresses_are_stable_per_name() {
+        let small = plan(&spec("dev", 1, 1), &Surroundings::default()).unwrap();
+        let big = plan(&spec("dev", 3, 2), &Surroundings::default()).unwrap();
+        for n in &small.nodes {
+            let same = big.node(&n.name).unwrap();
+            assert_eq!((n.ip, &n.mac), (same.ip, &same.mac));
+        }
+        assert_eq!(small.nodes[0].name, "dev-cp");
+        assert_eq!(small.nodes[2].name, "dev-win1");
+    }
+
+    proptest! {
+        #[test]
+        fn plans_are_well_formed(
+            name in "[a-z][a-z0-9-]{0,9}",
+            workers in 0u32..=9,
+            windows in 0u32..=9,
+        ) {
+            let p = plan(&spec(&name, workers, windows), &Surroundings::default()).unwrap();
+            prop_assert_eq!(p.nodes.len() as u32, 1 + workers + windows);
+            let mut names = std::collections::HashSet::new();
+            let mut ips = std::collections::HashSet::new();
+            let mut macs = std::collections::HashSet::new();
+            for n in &p.nodes {
+                prop_assert!(n.name.len() <= 15, "{} too long", n.name);
+                prop_assert!(names.insert(n.name.clone()));
+                prop_assert!(ips.insert(n.ip));
+                prop_assert!(p.network.subnet.contains(n.ip));
+                prop_assert!(n.ip != p.network.gateway);
+                prop_assert!(macs.insert(n.mac.clone()));
+                let first = u8::from_str_radix(&n.mac[..2], 16).unwrap();
+                prop_assert!(first & 0b10 != 0, "locally administered");
+                prop_assert!(first & 0b01 == 0, "unicast");
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The Printer: the only place that writes to the terminal.
+//!
+//! Command output (tables, JSON) goes to stdout and is printed at every
+//! verbosity: it is what the user asked for. Status lines, warnings and
+//! errors go to stderr; `-q` keeps only errors. Diagnostics go through
+//! `tracing` (also stderr, controlled by `-v`). Library code never prints:
+//! it returns values, or reports progress through a trait the commands
+//! implement with this Printer.
+
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+
+use crate::error::Report;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    verbosity: Verbosity,
+    progress: bool,
+}
+
+impl Printer {
+    pub fn new(verbosity: Verbosity, no_progress: bool) -> Self {
+        // Progress bars only when a person watches stderr and nothing else
+        // (verbose logs, quiet mode) competes for those lines.
+        let progress = !no_progress
+            && verbosity == Verbosity::Normal
+            && std::io::stderr().is_terminal()
+            && std::env::var_os("CI").is_none();
+        Self {
+            verbosity,
+            progress,
+        }
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    /// Whether progress bars may be drawn (else: plain step lines).
+    pub fn progress(&self) -> bool {
+        self.progress
+    }
+
+    /// The command's product, on stdout. Broken pipes are ignored, so
+    /// `devcluster list | head -1` is not an error.
+    pub fn out(&self, text: impl Display) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+    }
+
+    /// Pretty JSON on stdout.
+    pub fn json<T: serde::Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        self.out(text);
+        Ok(())
+    }
+
+    /// A status line on stderr (hidden by `-q`).
+    pub fn info(&self, text: impl Display) {
+        if self.verbosity > Verbosity::Quiet {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+    }
+
+    /// A warning on stderr (hidden by `-q`).
+    pub fn warn(&self, text: impl Display) {
+        if self.verbosity > Verbosity::Quiet {
+            let _ = writeln!(std::io::stderr().lock(), "warning: {text}");
+        }
+    }
+
+    /// Whether stdin and stderr are a terminal a person can answer on.
+    pub fn interactive(&self) -> bool {
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+    }
+
+    /// Asks a yes/no question on the terminal; anything but y/yes is no.
+    pub fn confirm(&self, question: &str) -> bool {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{question} [y/N] ");
+        let _ = err.flush();
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            return false;
+        }
+        matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+    }
+
+    /// An error report, always printed (also with `-q`).
+    pub fn error(&self, report: &Report) {
+        let _ = write!(std::io::stderr().lock(), "{}", render_report(report));
+    }
+}
+
+/// The text of an error report: `error:`, `caused by:` lines, `hint:`.
+pub fn render_report(report: &Report) -> String {
+    let mut s = format!("error: {}\n", report.message);
+    for cause in &report.causes {
+        s.push_str(&format!("  caused by: {cause}\n"));
+    }
+    if let Some(hint) = &report.hint {
+        s.push_str(&format!("hint: {hint}\n"));
+    }
+    s
+}
+
+/// A plain text table: a header row and left-aligned columns, two spaces
+/// apart; the last column is not padded.
+pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.as_ref().chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            l.push_str(cell);
+            if i < last {
+                let pad = widths[i] - cell.chars().count() + 2;
+                l.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(AsRef::as_ref).collect());
+    }
+    out.pop();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(
+            &["NAME", "IP"],
+            &[vec!["dev-cp", "10.0.0.2"], vec!["dev-win1", "10.0.0.10"]],
+        );
+        assert_eq!(t, "NAME      IP\ndev-cp    10.0.0.2\ndev-win1  10.0.0.10");
+    }
+}
