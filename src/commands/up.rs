@@ -10,7 +10,7 @@ use crate::cli::UpArgs;
 use crate::error::{ExitStatus, UserError};
 use crate::plan::{self, Plan, Surroundings};
 use crate::spec::{self, Layer, Spec, Val};
-use crate::state::{self, Listed};
+use crate::state::{self, ClusterLock, Listed};
 use crate::ui::{self, OutputFormat};
 
 pub fn up(ctx: &Ctx, args: &UpArgs, matches: &ArgMatches) -> anyhow::Result<ExitStatus> {
@@ -26,6 +26,7 @@ pub fn up(ctx: &Ctx, args: &UpArgs, matches: &ArgMatches) -> anyhow::Result<Exit
         }
         return Ok(ExitStatus::Success);
     }
+    let _lock = ClusterLock::acquire(&ctx.dirs, &plan.cluster, "devcluster up")?;
     Err(UserError::new(format!(
         "cannot create cluster {}: no provider can create VMs on this host",
         plan.cluster
