@@ -13,6 +13,7 @@ pub mod error;
 pub mod fsutil;
 pub mod host;
 pub mod net;
+pub mod providers;
 pub mod plan;
 pub mod spec;
 pub mod state;

@@ -1,0 +1,773 @@
+//! The libvirt provider (Linux hosts), on the `virt` crate.
+//!
+//! Storage: libvirt storage pools, not files in our state dir. With
+//! `qemu:///system` QEMU runs as `libvirt-qemu`, which usually cannot even
+//! traverse a user's home (0750 on current Ubuntu), so disks under
+//! `~/.local/share` fail with "Permission denied" for everyone who is not
+//! root. Instead the base image is uploaded once (by content hash) into a
+//! shared pool `devcluster-images`, and each cluster gets a pool
+//! `devcluster-NAME` holding its qcow2 overlays (backed by the base) and
+//! seed ISOs, all created by libvirtd itself through the API — so it also
+//! works for members of the `libvirt` group and for remote URIs. Deleting a
+//! cluster deletes its pool; the shared base stays (image cache).
+//!
+//! Every libvirt call blocks, so each runs on tokio's blocking pool. One
+//! connection is kept for the provider's life (the `test:///` driver keeps
+//! its state per connection).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+use virt::network::Network;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::stream::Stream;
+use virt::sys;
+
+use super::xml::{self, DomainHost};
+use super::{
+    Capabilities, Detection, NetworkSpec, Provider, ProviderConfig, ProviderError, Result,
+    Shutdown, VmSpec, VmState,
+};
+use crate::spec::{DomainType, ProviderKind};
+
+/// The shared pool of uploaded base images.
+pub const IMAGES_POOL: &str = "devcluster-images";
+
+fn is_missing(e: &virt::error::Error) -> bool {
+    matches!(
+        e.code(),
+        virt::enumutil::Enum::Known(
+            ErrorNumber::NoDomain
+                | ErrorNumber::NoNetwork
+                | ErrorNumber::NoStoragePool
+                | ErrorNumber::NoStorageVolume
+        )
+    )
+}
+
+fn is_invalid_op(e: &virt::error::Error) -> bool {
+    matches!(
+        e.code(),
+        virt::enumutil::Enum::Known(ErrorNumber::OperationInvalid)
+    )
+}
+
+fn err(op: &'static str, what: impl Into<String>) -> impl FnOnce(virt::error::Error) -> ProviderError {
+    let what = what.into();
+    move |e| ProviderError::op(op, what, e)
+}
+
+/// Is libvirt reachable at `uri`?
+pub async fn detect(uri: &str) -> Detection {
+    let uri = uri.to_string();
+    let r = tokio::task::spawn_blocking(move || {
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some(&uri))?;
+        let v = conn.lib_version()?;
+        Ok::<_, virt::error::Error>(format!(
+            "libvirt {}.{}.{} at {uri}",
+            v / 1_000_000,
+            v / 1000 % 1000,
+            v % 1000
+        ))
+    })
+    .await;
+    match r {
+        Ok(Ok(detail)) => Detection {
+            kind: ProviderKind::Libvirt,
+            usable: true,
+            detail,
+            fix: None,
+        },
+        Ok(Err(e)) => Detection {
+            kind: ProviderKind::Libvirt,
+            usable: false,
+            detail: format!("cannot connect to libvirt: {}", e.message()),
+            fix: Some(
+                "install libvirt and QEMU (Debian/Ubuntu: apt install libvirt-daemon-system qemu-system-x86 qemu-utils ovmf), start libvirtd, and add yourself to the libvirt group; or set [libvirt] uri / DEVCLUSTER_LIBVIRT_URI"
+                    .into(),
+            ),
+        },
+        Err(e) => Detection {
+            kind: ProviderKind::Libvirt,
+            usable: false,
+            detail: format!("libvirt probe failed: {e}"),
+            fix: None,
+        },
+    }
+}
+
+pub struct Libvirt {
+    conn: Arc<Connect>,
+    uri: String,
+    domain_type: &'static str,
+    /// Directory under which libvirtd creates the pools (on its host).
+    storage_root: String,
+    /// Said once to the user (e.g. "software emulation: slow").
+    notices: Vec<String>,
+    /// Marks complete base-image uploads (an upload cut short leaves a
+    /// volume that must not be used).
+    upload_marks: PathBuf,
+}
+
+impl Libvirt {
+    pub async fn open(config: &ProviderConfig) -> Result<Self> {
+        let uri = config.libvirt_uri.clone();
+        let u = uri.clone();
+        let conn = tokio::task::spawn_blocking(move || {
+            virt::error::clear_error_callback();
+            Connect::open(Some(&u))
+        })
+        .await
+        .map_err(|e| ProviderError::Invalid(format!("libvirt connection task failed: {e}")))?
+        .map_err(err("connecting", format!("libvirt at {uri}")))?;
+        let conn = Arc::new(conn);
+        let (domain_type, notice) =
+            choose_domain_type(config.libvirt_domain_type, &uri, &config.cache_dir).await;
+        let storage_root = if uri.contains("session") {
+            config
+                .cache_dir
+                .parent()
+                .unwrap_or(&config.cache_dir)
+                .join("state")
+                .join("libvirt")
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            "/var/lib/libvirt/images".to_string()
+        };
+        Ok(Self {
+            conn,
+            uri,
+            domain_type,
+            storage_root,
+            notices: notice.into_iter().collect(),
+            upload_marks: config.cache_dir.join("libvirt-uploads"),
+        })
+    }
+
+    /// Messages for the user about how VMs will run.
+    pub fn notices(&self) -> &[String] {
+        &self.notices
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    pub fn domain_type(&self) -> &'static str {
+        self.domain_type
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connect) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&conn))
+            .await
+            .map_err(|e| ProviderError::Invalid(format!("libvirt task failed: {e}")))?
+    }
+}
+
+fn lookup_domain(conn: &Connect, name: &str) -> Result<Option<Domain>> {
+    match conn.lookup_domain_by_name(name) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(ProviderError::op("looking up", format!("VM {name}"), e)),
+    }
+}
+
+fn domain_state(d: &Domain, name: &str) -> Result<VmState> {
+    use virt::domain::DomainState as S;
+    let (state, _) = d.state().map_err(err("reading the state", format!("VM {name}")))?;
+    Ok(match state {
+        virt::enumutil::Enum::Known(S::Running | S::Blocked) => VmState::Running,
+        virt::enumutil::Enum::Known(S::Paused | S::PMSuspended) => VmState::Paused,
+        virt::enumutil::Enum::Known(S::Shutoff) => {
+            if d.has_managed_save(0).unwrap_or(false) {
+                VmState::Saved
+            } else {
+                VmState::Off
+            }
+        }
+        _ => VmState::Other,
+    })
+}
+
+/// Finds or creates (defines, builds, starts, autostarts) a dir pool.
+fn ensure_pool(conn: &Connect, name: &str, path: &str) -> Result<StoragePool> {
+    let pool = match conn.lookup_storage_pool_by_name(name) {
+        Ok(p) => p,
+        Err(e) if is_missing(&e) => {
+            let p = conn.define_storage_pool_xml(&xml::pool_xml(name, path), 0)
+                .map_err(err("defining", format!("storage pool {name}")))?;
+            p.build(0)
+                .map_err(err("building", format!("storage pool {name}")))?;
+            p
+        }
+        Err(e) => return Err(ProviderError::op("looking up", format!("storage pool {name}"), e)),
+    };
+    if !pool.is_active().unwrap_or(false) {
+        pool.create(0)
+            .map_err(err("starting", format!("storage pool {name}")))?;
+    }
+    let _ = pool.set_autostart(true);
+    let _ = pool.refresh(0);
+    Ok(pool)
+}
+
+fn lookup_vol(pool: &StoragePool, name: &str) -> Result<Option<StorageVol>> {
+    match pool.lookup_storage_vol_by_name(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(ProviderError::op("looking up", format!("volume {name}"), e)),
+    }
+}
+
+/// Streams bytes from a reader into a volume.
+fn upload(conn: &Connect, vol: &StorageVol, len: u64, mut read: impl std::io::Read) -> Result<()> {
+    let name = vol.name().unwrap_or_default();
+    let stream = Stream::new(conn, 0).map_err(err("opening an upload stream", name.clone()))?;
+    vol.upload(&stream, 0, len, 0)
+        .map_err(err("uploading", name.clone()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = read
+            .read(&mut buf)
+            .map_err(|e| ProviderError::op("reading upload data for", name.clone(), e))?;
+        if n == 0 {
+            break;
+        }
+        let mut sent = 0;
+        while sent < n {
+            let k = stream
+                .send(&buf[sent..n])
+                .map_err(err("uploading", name.clone()))?;
+            if k <= 0 {
+                return Err(ProviderError::Invalid(format!("upload of {name} stalled")));
+            }
+            sent += k as usize;
+        }
+    }
+    stream.finish().map_err(err("finishing the upload of", name))
+}
+
+fn delete_vol(pool: &StoragePool, name: &str) -> Result<()> {
+    if let Some(v) = lookup_vol(pool, name)? {
+        match v.delete(0) {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(ProviderError::op("deleting", format!("volume {name}"), e)),
+        }
+    }
+    Ok(())
+}
+
+impl Libvirt {
+    fn cluster_pool_path(&self, cluster: &str) -> String {
+        format!("{}/{}", self.storage_root, xml::network_name(cluster))
+    }
+
+    fn images_pool_path(&self) -> String {
+        format!("{}/{IMAGES_POOL}", self.storage_root)
+    }
+}
+
+/// Picks kvm or qemu. `auto` uses KVM only when it really runs a guest on
+/// this host (see [`kvm_works`]); the verdict is cached per boot.
+async fn choose_domain_type(
+    wanted: DomainType,
+    uri: &str,
+    cache_dir: &std::path::Path,
+) -> (&'static str, Option<String>) {
+    match wanted {
+        DomainType::Kvm => ("kvm", None),
+        DomainType::Qemu => (
+            "qemu",
+            Some("VMs run under software emulation ([libvirt] domain_type = \"qemu\"): expect minutes per boot".into()),
+        ),
+        DomainType::Auto => {
+            if uri.starts_with("test:") {
+                return ("qemu", None);
+            }
+            let cache = cache_dir.to_path_buf();
+            let works = tokio::task::spawn_blocking(move || kvm_works_cached(&cache))
+                .await
+                .unwrap_or(false);
+            if works {
+                ("kvm", None)
+            } else {
+                (
+                    "qemu",
+                    Some("KVM does not run guests on this host (no /dev/kvm, or nested KVM that hangs): using software emulation, which is much slower; set [libvirt] domain_type to silence this".into()),
+                )
+            }
+        }
+    }
+}
+
+fn kvm_works_cached(cache_dir: &std::path::Path) -> bool {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let path = cache_dir.join("kvm-probe.json");
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Verdict {
+        boot_id: String,
+        kvm_works: bool,
+    }
+    if let Ok(text) = std::fs::read(&path)
+        && let Ok(v) = serde_json::from_slice::<Verdict>(&text)
+        && v.boot_id == boot_id
+    {
+        return v.kvm_works;
+    }
+    let works = kvm_works();
+    let v = Verdict {
+        boot_id,
+        kvm_works: works,
+    };
+    if let Ok(text) = serde_json::to_vec(&v) {
+        let _ = crate::fsutil::atomic_write(&path, &text, crate::fsutil::Access::Normal);
+    }
+    works
+}
+
+/// Whether KVM really runs a guest: boots QEMU with `-accel kvm` and no
+/// disk, and waits (5 s at most) for SeaBIOS to write its banner to the
+/// debug console. On hosts where /dev/kvm exists but nested KVM hangs,
+/// nothing is ever written and the probe times out.
+pub fn kvm_works() -> bool {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(dir) = tempfile::tempdir() else {
+        return false;
+    };
+    let log = dir.path().join("debugcon.log");
+    let child = std::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-machine", "q35", "-m", "64", "-nodefaults", "-display", "none", "-no-reboot", "-chardev"])
+        .arg(format!("file,id=dbg,path={}", log.display()))
+        .args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut works = false;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(&log)
+            .map(|s| s.contains("SeaBIOS"))
+            .unwrap_or(false)
+        {
+            works = true;
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    works
+}
+
+#[async_trait]
+impl Provider for Libvirt {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Libvirt
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            linked_clones: true,
+            suspend_to_disk: true,
+            snapshots: true,
+        }
+    }
+
+    async fn ensure_network(&self, net: &NetworkSpec) -> Result<()> {
+        let net = net.clone();
+        self.blocking(move |conn| {
+            let name = xml::network_name(&net.cluster);
+            let network = match conn.lookup_network_by_name(&name) {
+                Ok(n) => {
+                    add_missing_hosts(&n, &net)?;
+                    n
+                }
+                Err(e) if is_missing(&e) => conn.define_network_xml(&xml::network_xml(&net))
+                    .map_err(err("defining", format!("network {name}")))?,
+                Err(e) => return Err(ProviderError::op("looking up", format!("network {name}"), e)),
+            };
+            if !network.is_active().unwrap_or(false) {
+                network
+                    .create()
+                    .map_err(err("starting", format!("network {name}")))?;
+            }
+            let _ = network.set_autostart(true);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_network(&self, cluster: &str) -> Result<()> {
+        let name = xml::network_name(cluster);
+        self.blocking(move |conn| {
+            let n = match conn.lookup_network_by_name(&name) {
+                Ok(n) => n,
+                Err(e) if is_missing(&e) => return Ok(()),
+                Err(e) => return Err(ProviderError::op("looking up", format!("network {name}"), e)),
+            };
+            if n.is_active().unwrap_or(false) {
+                n.destroy().map_err(err("stopping", format!("network {name}")))?;
+            }
+            match n.undefine() {
+                Ok(()) => Ok(()),
+                Err(e) if is_missing(&e) => Ok(()),
+                Err(e) => Err(ProviderError::op("deleting", format!("network {name}"), e)),
+            }
+        })
+        .await
+    }
+
+    async fn create_node(&self, vm: &VmSpec) -> Result<()> {
+        let vm = vm.clone();
+        let images_path = self.images_pool_path();
+        let pool_path = self.cluster_pool_path(&vm.cluster);
+        let marks = self.upload_marks.clone();
+        let domain_type = self.domain_type;
+        self.blocking(move |conn| {
+            if lookup_domain(conn, &vm.name)?.is_some() {
+                return Ok(());
+            }
+            // The base image, uploaded once per content hash.
+            let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
+            let base_name = format!("{}-{}.qcow2", vm.base.name, &vm.base.sha256[..16.min(vm.base.sha256.len())]);
+            let mark = marks.join(format!("{}.done", xml::uuid_for("volume", &format!("{}/{base_name}", conn.uri().unwrap_or_default()))));
+            let base = match lookup_vol(&images, &base_name)? {
+                Some(v) if mark.exists() => v,
+                existing => {
+                    if let Some(v) = existing {
+                        // An upload that never finished.
+                        let _ = v.delete(0);
+                    }
+                    let len = std::fs::metadata(&vm.base.path)
+                        .map_err(|e| ProviderError::op("reading", vm.base.path.display().to_string(), e))?
+                        .len();
+                    let v = StorageVol::create_xml(&images, &xml::plain_volume_xml(&base_name, len, "qcow2"), 0)
+                        .map_err(err("creating", format!("volume {base_name}")))?;
+                    let file = std::fs::File::open(&vm.base.path)
+                        .map_err(|e| ProviderError::op("reading", vm.base.path.display().to_string(), e))?;
+                    upload(conn, &v, len, std::io::BufReader::new(file))?;
+                    crate::fsutil::atomic_write(&mark, b"", crate::fsutil::Access::Normal)
+                        .map_err(|e| ProviderError::op("recording the upload of", base_name.clone(), e))?;
+                    v
+                }
+            };
+            let base_path = base.path().map_err(err("locating", format!("volume {base_name}")))?;
+            let base_capacity = base.info().map(|i| i.capacity).unwrap_or(0);
+            if base_capacity > u64::from(vm.disk_gib) << 30 {
+                return Err(ProviderError::Invalid(format!(
+                    "VM {}: disk of {} GiB is smaller than its image {} ({} GiB)",
+                    vm.name,
+                    vm.disk_gib,
+                    vm.base.name,
+                    base_capacity.div_ceil(1 << 30)
+                )));
+            }
+
+            let pool_name = xml::network_name(&vm.cluster);
+            let pool = ensure_pool(conn, &pool_name, &pool_path)?;
+            let disk = xml::disk_volume(&vm.name);
+            if lookup_vol(&pool, &disk)?.is_none() {
+                StorageVol::create_xml(&pool, &xml::overlay_volume_xml(&disk, vm.disk_gib, &base_path), 0)
+                    .map_err(err("creating", format!("disk {disk}")))?;
+            }
+            let seed = xml::seed_volume(&vm.name);
+            delete_vol(&pool, &seed)?;
+            let len = vm.seed_iso.len() as u64;
+            let v = StorageVol::create_xml(&pool, &xml::plain_volume_xml(&seed, len, "raw"), 0)
+                .map_err(err("creating", format!("seed {seed}")))?;
+            upload(conn, &v, len, vm.seed_iso.as_slice())?;
+
+            if let Some(dir) = vm.serial_log.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let host = DomainHost {
+                domain_type,
+                pool: pool_name,
+            };
+            conn.define_domain_xml(&xml::domain_xml(&vm, &host))
+                .map_err(err("defining", format!("VM {}", vm.name)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn start(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |conn| {
+            let d = lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
+            match domain_state(&d, &name)? {
+                VmState::Running => Ok(()),
+                VmState::Paused => d.resume().map(|_| ()).map_err(err("resuming", format!("VM {name}"))),
+                _ => d.create().map(|_| ()).map_err(err("starting", format!("VM {name}"))),
+            }
+        })
+        .await
+    }
+
+    async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown> {
+        let name = name.to_string();
+        self.blocking(move |conn| {
+            let Some(d) = lookup_domain(conn, &name)? else {
+                return Ok(Shutdown::AlreadyOff);
+            };
+            match domain_state(&d, &name)? {
+                VmState::Off | VmState::Saved | VmState::Absent => return Ok(Shutdown::AlreadyOff),
+                VmState::Paused => {
+                    let _ = d.resume();
+                }
+                _ => {}
+            }
+            match d.shutdown() {
+                Ok(()) => {}
+                Err(e) if is_invalid_op(&e) => return Ok(Shutdown::AlreadyOff),
+                Err(e) => return Err(ProviderError::op("shutting down", format!("VM {name}"), e)),
+            }
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if !d.is_active().unwrap_or(false) {
+                    return Ok(Shutdown::Graceful);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            match d.destroy() {
+                Ok(()) => Ok(Shutdown::Forced),
+                Err(e) if is_invalid_op(&e) => Ok(Shutdown::Graceful),
+                Err(e) => Err(ProviderError::op("powering off", format!("VM {name}"), e)),
+            }
+        })
+        .await
+    }
+
+    async fn suspend(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |conn| {
+            let d = lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
+            match domain_state(&d, &name)? {
+                VmState::Running | VmState::Paused => d
+                    .managed_save(0)
+                    .map_err(err("suspending", format!("VM {name}"))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn resume(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |conn| {
+            let d = lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
+            match domain_state(&d, &name)? {
+                VmState::Running => Ok(()),
+                VmState::Paused => d.resume().map(|_| ()).map_err(err("resuming", format!("VM {name}"))),
+                VmState::Saved => d.create().map(|_| ()).map_err(err("restoring", format!("VM {name}"))),
+                state => Err(ProviderError::Invalid(format!(
+                    "VM {name} is {state}, not suspended"
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn state(&self, name: &str) -> Result<VmState> {
+        let name = name.to_string();
+        self.blocking(move |conn| match lookup_domain(conn, &name)? {
+            None => Ok(VmState::Absent),
+            Some(d) => domain_state(&d, &name),
+        })
+        .await
+    }
+
+    async fn delete_node(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |conn| {
+            let mut cluster_pool = None;
+            if let Some(d) = lookup_domain(conn, &name)? {
+                cluster_pool = domain_cluster(&d).map(|c| xml::network_name(&c));
+                if d.is_active().unwrap_or(false) {
+                    match d.destroy() {
+                        Ok(()) => {}
+                        Err(e) if is_invalid_op(&e) || is_missing(&e) => {}
+                        Err(e) => return Err(ProviderError::op("powering off", format!("VM {name}"), e)),
+                    }
+                }
+                let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                    | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+                match d.undefine_flags(flags) {
+                    Ok(()) => {}
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => return Err(ProviderError::op("deleting", format!("VM {name}"), e)),
+                }
+            }
+            let pool_name = match cluster_pool {
+                Some(p) => p,
+                // Node names are CLUSTER-ROLE: the cluster is before the last '-'.
+                None => match name.rsplit_once('-') {
+                    Some((cluster, _)) => xml::network_name(cluster),
+                    None => return Ok(()),
+                },
+            };
+            if let Ok(pool) = conn.lookup_storage_pool_by_name(&pool_name) {
+                delete_vol(&pool, &xml::disk_volume(&name))?;
+                delete_vol(&pool, &xml::seed_volume(&name))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cluster_vms(&self, cluster: &str) -> Result<Vec<String>> {
+        let cluster = cluster.to_string();
+        self.blocking(move |conn| {
+            let domains = conn
+                .list_all_domains(0)
+                .map_err(err("listing", "VMs"))?;
+            let mut names: Vec<String> = domains
+                .iter()
+                .filter(|d| domain_cluster(d).as_deref() == Some(cluster.as_str()))
+                .filter_map(|d| d.name().ok())
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn remove_storage(&self, cluster: &str) -> Result<()> {
+        let name = xml::network_name(cluster);
+        self.blocking(move |conn| {
+            let pool = match conn.lookup_storage_pool_by_name(&name) {
+                Ok(p) => p,
+                Err(e) if is_missing(&e) => return Ok(()),
+                Err(e) => return Err(ProviderError::op("looking up", format!("storage pool {name}"), e)),
+            };
+            if !pool.is_active().unwrap_or(false) {
+                let _ = pool.create(0);
+            }
+            let _ = pool.refresh(0);
+            for vol in pool.list_volumes().unwrap_or_default() {
+                delete_vol(&pool, &vol)?;
+            }
+            if pool.is_active().unwrap_or(false) {
+                pool.destroy().map_err(err("stopping", format!("storage pool {name}")))?;
+            }
+            // Removes the (now empty) directory.
+            let _ = pool.delete(0);
+            match pool.undefine() {
+                Ok(()) => Ok(()),
+                Err(e) if is_missing(&e) => Ok(()),
+                Err(e) => Err(ProviderError::op("deleting", format!("storage pool {name}"), e)),
+            }
+        })
+        .await
+    }
+}
+
+/// The cluster a domain belongs to, from our metadata.
+fn domain_cluster(d: &Domain) -> Option<String> {
+    let meta = d
+        .metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(xml::METADATA_NS), 0)
+        .ok()?;
+    attr(&meta, "cluster")
+}
+
+/// The value of attribute `name` in a small XML element (either quote).
+fn attr(xml: &str, name: &str) -> Option<String> {
+    for q in ['"', '\''] {
+        let key = format!(" {name}={q}");
+        if let Some(start) = xml.find(&key) {
+            let rest = &xml[start + key.len()..];
+            let end = rest.find(q)?;
+            return Some(rest[..end].to_string());
+        }
+    }
+    None
+}
+
+/// Adds DHCP and DNS host entries the running network lacks (a node added
+/// to the cluster later), live and persistently.
+fn add_missing_hosts(n: &Network, net: &NetworkSpec) -> Result<()> {
+    let current = n
+        .xml_desc(sys::VIR_NETWORK_XML_INACTIVE)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let flags = sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        | if n.is_active().unwrap_or(false) {
+            sys::VIR_NETWORK_UPDATE_AFFECT_LIVE
+        } else {
+            0
+        };
+    for h in &net.hosts {
+        if current.contains(&h.mac.to_ascii_lowercase()) {
+            continue;
+        }
+        let dhcp = format!(
+            "<host mac='{}' name='{}' ip='{}'/>",
+            xml::esc(&h.mac),
+            xml::esc(&h.name),
+            h.ip
+        );
+        n.update(
+            sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+            sys::VIR_NETWORK_SECTION_IP_DHCP_HOST,
+            -1,
+            &dhcp,
+            flags,
+        )
+        .map_err(err("adding a DHCP host to", format!("network for {}", h.name)))?;
+        let dns = format!(
+            "<host ip='{}'><hostname>{}</hostname></host>",
+            h.ip,
+            xml::esc(&h.name)
+        );
+        let _ = n.update(
+            sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+            sys::VIR_NETWORK_SECTION_DNS_HOST,
+            -1,
+            &dns,
+            flags,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attr;
+
+    #[test]
+    fn metadata_attr() {
+        assert_eq!(
+            attr("<devcluster:node xmlns:devcluster=\"x\" cluster=\"dev\" role=\"worker\"/>", "cluster").as_deref(),
+            Some("dev")
+        );
+        assert_eq!(attr("<n cluster='a-b'/>", "cluster").as_deref(), Some("a-b"));
+        assert_eq!(attr("<n/>", "cluster"), None);
+    }
+}

@@ -1,0 +1,378 @@
+//! libvirt XML, rendered from the plan by pure functions (snapshot-tested).
+//!
+//! Choices that are easy to get wrong, and why:
+//!
+//! - **q35 + UEFI (OVMF) from the image's own bootloader**, as real cloud
+//!   images boot. Firmware is autoselected (`<os firmware='efi'>`) so the
+//!   distribution's OVMF descriptors pick the files; Secure Boot is turned
+//!   off explicitly for unsigned images (plain `firmware='efi'` on q35
+//!   picks the Secure Boot build).
+//! - **ACPI + APIC**: without ACPI a guest halts on `shutdown` but libvirt
+//!   keeps it "running" forever, so graceful shutdown never completes.
+//! - **Where the seed CD-ROM sits**: Linux guests get it on virtio-scsi —
+//!   under OVMF an IDE CD-ROM is invisible and Debian's cloud kernel has no
+//!   SATA (AHCI) driver, and when the guest cannot see the seed cloud-init
+//!   silently falls back to no datasource. Windows guests are the opposite
+//!   (no virtio drivers in the box): SATA disk and CD-ROM, e1000e NIC.
+//! - **Serial console to a file with `append='on'`**: libvirt truncates the
+//!   log at every start and restore otherwise, losing the previous boot.
+//! - **Deterministic UUIDs** derived from the names: redefining a domain or
+//!   network needs its UUID, and the same plan always gives the same XML.
+//! - **Metadata** names the cluster, so `destroy` finds a cluster's VMs
+//!   even when its state file is gone.
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use super::{Firmware, NetworkSpec, VmSpec};
+use crate::plan::Os;
+use crate::spec::NetworkMode;
+
+/// XML namespace of our domain metadata.
+pub const METADATA_NS: &str = "https://devcluster.dev/xmlns/libvirt/1";
+
+/// The host-dependent part of a domain definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainHost {
+    /// `kvm` or `qemu` (software emulation).
+    pub domain_type: &'static str,
+    /// Storage pool holding the node's disk and seed.
+    pub pool: String,
+}
+
+/// Escapes text for XML attribute values and text nodes.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A stable UUID (version-4 layout) from a name.
+pub fn uuid_for(kind: &str, name: &str) -> String {
+    let h = Sha256::digest(format!("devcluster/{kind}/{name}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    )
+}
+
+/// Name of the cluster's libvirt network (and of its storage pool).
+pub fn network_name(cluster: &str) -> String {
+    format!("devcluster-{cluster}")
+}
+
+/// Linux bridge name: at most 15 characters (IFNAMSIZ - 1).
+pub fn bridge_name(cluster: &str) -> String {
+    format!("dc-{cluster}")
+}
+
+/// Volume names inside the cluster's pool.
+pub fn disk_volume(node: &str) -> String {
+    format!("{node}.qcow2")
+}
+
+pub fn seed_volume(node: &str) -> String {
+    format!("{node}-seed.iso")
+}
+
+/// The cluster network: our subnet, the host as gateway, DHCP host entries
+/// pinning each planned MAC to its IP and name, and DNS names for nodes.
+/// `isolated` has no `<forward>`: guests reach only the host and each other.
+pub fn network_xml(net: &NetworkSpec) -> String {
+    let name = network_name(&net.cluster);
+    let mut x = String::new();
+    let _ = writeln!(x, "<network>");
+    let _ = writeln!(x, "  <name>{}</name>", esc(&name));
+    let _ = writeln!(x, "  <uuid>{}</uuid>", uuid_for("network", &name));
+    if net.mode == NetworkMode::Nat {
+        let _ = writeln!(x, "  <forward mode='nat'/>");
+    }
+    let _ = writeln!(
+        x,
+        "  <bridge name='{}' stp='on' delay='0'/>",
+        esc(&bridge_name(&net.cluster))
+    );
+    let _ = writeln!(x, "  <dns>");
+    for h in &net.hosts {
+        let _ = writeln!(
+            x,
+            "    <host ip='{}'><hostname>{}</hostname></host>",
+            h.ip,
+            esc(&h.name)
+        );
+    }
+    let _ = writeln!(x, "  </dns>");
+    let _ = writeln!(
+        x,
+        "  <ip address='{}' netmask='{}'>",
+        net.gateway,
+        net.subnet.netmask()
+    );
+    let _ = writeln!(x, "    <dhcp>");
+    if let (Some(start), Some(end)) = (net.subnet.nth(100), net.subnet.nth(254)) {
+        let _ = writeln!(x, "      <range start='{start}' end='{end}'/>");
+    }
+    for h in &net.hosts {
+        let _ = writeln!(
+            x,
+            "      <host mac='{}' name='{}' ip='{}'/>",
+            esc(&h.mac),
+            esc(&h.name),
+            h.ip
+        );
+    }
+    let _ = writeln!(x, "    </dhcp>");
+    let _ = writeln!(x, "  </ip>");
+    x.push_str("</network>\n");
+    x
+}
+
+/// A directory storage pool at `path`.
+pub fn pool_xml(name: &str, path: &str) -> String {
+    format!(
+        "<pool type='dir'>\n  <name>{}</name>\n  <uuid>{}</uuid>\n  <target>\n    <path>{}</path>\n  </target>\n</pool>\n",
+        esc(name),
+        uuid_for("pool", name),
+        esc(path)
+    )
+}
+
+/// A qcow2 overlay of `capacity_gib` on the base volume at `backing_path`.
+pub fn overlay_volume_xml(name: &str, capacity_gib: u32, backing_path: &str) -> String {
+    format!(
+        "<volume>\n  <name>{}</name>\n  <capacity unit='GiB'>{capacity_gib}</capacity>\n  <target>\n    <format type='qcow2'/>\n  </target>\n  <backingStore>\n    <path>{}</path>\n    <format type='qcow2'/>\n  </backingStore>\n</volume>\n",
+        esc(name),
+        esc(backing_path)
+    )
+}
+
+/// A plain volume of `bytes` in `format` (raw for ISOs, qcow2 for bases).
+pub fn plain_volume_xml(name: &str, bytes: u64, format: &str) -> String {
+    format!(
+        "<volume>\n  <name>{}</name>\n  <capacity unit='bytes'>{bytes}</capacity>\n  <target>\n    <format type='{}'/>\n  </target>\n</volume>\n",
+        esc(name),
+        esc(format)
+    )
+}
+
+/// The domain of one node.
+pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
+    let windows = vm.os == Os::Windows;
+    let mut x = String::new();
+    let _ = writeln!(x, "<domain type='{}'>", host.domain_type);
+    let _ = writeln!(x, "  <name>{}</name>", esc(&vm.name));
+    let _ = writeln!(x, "  <uuid>{}</uuid>", uuid_for("domain", &vm.name));
+    let _ = writeln!(
+        x,
+        "  <title>devcluster {}: {}</title>",
+        esc(&vm.cluster),
+        esc(&vm.name)
+    );
+    let _ = writeln!(x, "  <metadata>");
+    let _ = writeln!(
+        x,
+        "    <devcluster:node xmlns:devcluster='{METADATA_NS}' cluster='{}' role='{}' os='{}'/>",
+        esc(&vm.cluster),
+        esc(&vm.role),
+        vm.os.as_str()
+    );
+    let _ = writeln!(x, "  </metadata>");
+    let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", vm.memory_mib);
+    let _ = writeln!(x, "  <vcpu>{}</vcpu>", vm.cpus);
+    match vm.base.firmware {
+        Firmware::Uefi => {
+            let _ = writeln!(x, "  <os firmware='efi'>");
+            let _ = writeln!(x, "    <type arch='x86_64' machine='q35'>hvm</type>");
+            let _ = writeln!(x, "    <firmware>");
+            if vm.base.secure_boot {
+                let _ = writeln!(x, "      <feature enabled='yes' name='secure-boot'/>");
+                let _ = writeln!(x, "      <feature enabled='yes' name='enrolled-keys'/>");
+            } else {
+                let _ = writeln!(x, "      <feature enabled='no' name='secure-boot'/>");
+            }
+            let _ = writeln!(x, "    </firmware>");
+        }
+        Firmware::Bios => {
+            let _ = writeln!(x, "  <os>");
+            let _ = writeln!(x, "    <type arch='x86_64' machine='q35'>hvm</type>");
+        }
+    }
+    let _ = writeln!(x, "    <boot dev='hd'/>");
+    let _ = writeln!(x, "  </os>");
+    let _ = writeln!(x, "  <features>");
+    let _ = writeln!(x, "    <acpi/>");
+    let _ = writeln!(x, "    <apic/>");
+    if vm.base.secure_boot && vm.base.firmware == Firmware::Uefi {
+        let _ = writeln!(x, "    <smm state='on'/>");
+    }
+    if windows && host.domain_type == "kvm" {
+        let _ = writeln!(x, "    <hyperv mode='custom'>");
+        let _ = writeln!(x, "      <relaxed state='on'/>");
+        let _ = writeln!(x, "      <vapic state='on'/>");
+        let _ = writeln!(x, "      <spinlocks state='on' retries='8191'/>");
+        let _ = writeln!(x, "    </hyperv>");
+    }
+    let _ = writeln!(x, "  </features>");
+    if host.domain_type == "kvm" {
+        let _ = writeln!(x, "  <cpu mode='host-passthrough' check='none'/>");
+    }
+    let _ = writeln!(
+        x,
+        "  <clock offset='{}'/>",
+        if windows { "localtime" } else { "utc" }
+    );
+    let _ = writeln!(x, "  <on_poweroff>destroy</on_poweroff>");
+    let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
+    let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
+    let _ = writeln!(x, "  <devices>");
+    let (disk_bus, disk_dev, cd_bus, cd_dev, nic) = if windows {
+        ("sata", "sda", "sata", "sdb", "e1000e")
+    } else {
+        ("virtio", "vda", "scsi", "sda", "virtio")
+    };
+    let _ = writeln!(x, "    <disk type='volume' device='disk'>");
+    let _ = writeln!(x, "      <driver name='qemu' type='qcow2' discard='unmap'/>");
+    let _ = writeln!(
+        x,
+        "      <source pool='{}' volume='{}'/>",
+        esc(&host.pool),
+        esc(&disk_volume(&vm.name))
+    );
+    let _ = writeln!(x, "      <target dev='{disk_dev}' bus='{disk_bus}'/>");
+    let _ = writeln!(x, "    </disk>");
+    if !windows {
+        let _ = writeln!(x, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
+    }
+    let _ = writeln!(x, "    <disk type='volume' device='cdrom'>");
+    let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
+    let _ = writeln!(
+        x,
+        "      <source pool='{}' volume='{}'/>",
+        esc(&host.pool),
+        esc(&seed_volume(&vm.name))
+    );
+    let _ = writeln!(x, "      <target dev='{cd_dev}' bus='{cd_bus}'/>");
+    let _ = writeln!(x, "      <readonly/>");
+    let _ = writeln!(x, "    </disk>");
+    let _ = writeln!(x, "    <interface type='network'>");
+    let _ = writeln!(x, "      <mac address='{}'/>", esc(&vm.mac));
+    let _ = writeln!(
+        x,
+        "      <source network='{}'/>",
+        esc(&network_name(&vm.cluster))
+    );
+    let _ = writeln!(x, "      <model type='{nic}'/>");
+    let _ = writeln!(x, "    </interface>");
+    let _ = writeln!(x, "    <serial type='file'>");
+    let _ = writeln!(
+        x,
+        "      <source path='{}' append='on'/>",
+        esc(&vm.serial_log.to_string_lossy())
+    );
+    let _ = writeln!(x, "      <target port='0'/>");
+    let _ = writeln!(x, "    </serial>");
+    let _ = writeln!(x, "    <channel type='unix'>");
+    let _ = writeln!(
+        x,
+        "      <target type='virtio' name='org.qemu.guest_agent.0'/>"
+    );
+    let _ = writeln!(x, "    </channel>");
+    let _ = writeln!(x, "    <rng model='virtio'>");
+    let _ = writeln!(x, "      <backend model='random'>/dev/urandom</backend>");
+    let _ = writeln!(x, "    </rng>");
+    let _ = writeln!(x, "  </devices>");
+    x.push_str("</domain>\n");
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Surroundings, plan};
+    use crate::providers::BaseImage;
+    use crate::spec::{Layer, Origin, Val, resolve};
+
+    fn three_node_plan() -> crate::plan::Plan {
+        let layer = Layer {
+            windows_workers: Some(Val::new(1, Origin::Flag("--windows-workers"))),
+            node_cidr: Some(Val::new("192.168.150.0/24".into(), Origin::Default)),
+            libvirt_network_mode: Some(Val::new(NetworkMode::Isolated, Origin::Default)),
+            ..Layer::default()
+        };
+        let spec = resolve(Val::new("dev".into(), Origin::Default), layer).unwrap();
+        plan(&spec, &Surroundings::default()).unwrap()
+    }
+
+    fn vm(node: &crate::plan::NodePlan) -> VmSpec {
+        VmSpec {
+            cluster: "dev".into(),
+            name: node.name.clone(),
+            role: node.role.as_str().into(),
+            os: node.os,
+            cpus: node.cpus,
+            memory_mib: node.memory_mib,
+            disk_gib: node.disk_gib,
+            mac: node.mac.clone(),
+            base: BaseImage {
+                name: node.image.clone(),
+                path: "/cache/base.qcow2".into(),
+                sha256: "0".repeat(64),
+                firmware: Firmware::Uefi,
+                secure_boot: node.os == Os::Windows,
+            },
+            seed_iso: Vec::new(),
+            serial_log: format!("/state/clusters/dev/logs/{}.serial.log", node.name).into(),
+        }
+    }
+
+    #[test]
+    fn snapshots_for_a_three_node_plan() {
+        let p = three_node_plan();
+        insta::assert_snapshot!("network_xml", network_xml(&NetworkSpec::from_plan(&p)));
+        let host = DomainHost {
+            domain_type: "qemu",
+            pool: network_name("dev"),
+        };
+        for node in &p.nodes {
+            insta::assert_snapshot!(format!("domain_{}", node.name), domain_xml(&vm(node), &host));
+        }
+        let kvm = DomainHost {
+            domain_type: "kvm",
+            pool: network_name("dev"),
+        };
+        let xml = domain_xml(&vm(&p.nodes[0]), &kvm);
+        assert!(xml.contains("<cpu mode='host-passthrough'"));
+    }
+
+    #[test]
+    fn isolated_has_no_forward_and_nat_does() {
+        let p = three_node_plan();
+        let mut net = NetworkSpec::from_plan(&p);
+        assert!(!network_xml(&net).contains("<forward"));
+        net.mode = NetworkMode::Nat;
+        assert!(network_xml(&net).contains("<forward mode='nat'/>"));
+    }
+
+    #[test]
+    fn names_fit_and_uuids_are_stable() {
+        assert!(bridge_name("abcdefghij").len() <= 15);
+        assert_eq!(uuid_for("domain", "a"), uuid_for("domain", "a"));
+        assert_ne!(uuid_for("domain", "a"), uuid_for("domain", "b"));
+        assert_eq!(uuid_for("domain", "a").len(), 36);
+        assert_eq!(esc("a<'&\">"), "a&lt;&apos;&amp;&quot;&gt;");
+    }
+}
