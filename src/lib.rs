@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod host;
 pub mod net;
 pub mod plan;
+pub mod seed;
 pub mod spec;
 pub mod state;
 pub mod ui;
