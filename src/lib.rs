@@ -15,6 +15,7 @@ pub mod host;
 pub mod net;
 pub mod providers;
 pub mod plan;
+pub mod seed;
 pub mod spec;
 pub mod state;
 pub mod ui;
