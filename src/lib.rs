@@ -108,6 +108,8 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Status(args) => commands::status::status(&ctx, args),
         Command::List(args) => commands::list::list(&ctx, args),
         Command::Destroy(args) => commands::destroy::destroy(&ctx, args),
+        Command::Kubeconfig(args) => commands::kubeconfig::kubeconfig(&ctx, args),
+        Command::Use(args) => commands::use_::use_(&ctx, args),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }
