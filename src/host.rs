@@ -76,7 +76,7 @@ mod tests {
         let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-virbr0\t00007AC0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+virbr0\t007AA8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         let nets = parse_proc_net_route(text);
         assert_eq!(
             nets,
