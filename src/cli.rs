@@ -62,6 +62,14 @@ pub enum Command {
     List(OutputArgs),
     /// Delete the cluster: VMs, disks, network, state, and its kubeconfig entries.
     Destroy(DestroyArgs),
+    /// Show, locate, merge or remove the cluster's kubeconfig entries.
+    ///
+    /// Without a flag: print the path of the cluster's admin kubeconfig
+    /// (--path), e.g. `export KUBECONFIG=$(devcluster kubeconfig)`.
+    Kubeconfig(KubeconfigArgs),
+    /// Make a cluster's context kubectl's current context; without NAME,
+    /// list the devcluster contexts.
+    Use(UseArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -165,6 +173,37 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").args(["print", "path", "merge", "remove"])))]
+pub struct KubeconfigArgs {
+    /// Print the cluster's admin kubeconfig, private key included.
+    #[arg(long)]
+    pub print: bool,
+
+    /// Print the path of the cluster's admin kubeconfig (the default).
+    #[arg(long)]
+    pub path: bool,
+
+    /// Add or update the cluster's entries (all named devcluster-NAME) in
+    /// your kubeconfig ($KUBECONFIG or ~/.kube/config) and switch to them.
+    #[arg(long)]
+    pub merge: bool,
+
+    /// Remove the cluster's entries from your kubeconfig.
+    #[arg(long)]
+    pub remove: bool,
+
+    /// With --merge: keep kubectl's current context.
+    #[arg(long, requires = "merge")]
+    pub no_switch_context: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UseArgs {
+    /// The cluster to switch to.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -146,6 +146,12 @@ fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::state::StateError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::pki::PkiError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<crate::kubeconfig::KubeconfigError>() {
+        return e.hint();
+    }
     None
 }
 

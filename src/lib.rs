@@ -12,9 +12,11 @@ pub mod dirs;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod kubeconfig;
 pub mod net;
-pub mod providers;
+pub mod pki;
 pub mod plan;
+pub mod providers;
 pub mod seed;
 pub mod spec;
 pub mod state;
@@ -108,6 +110,8 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Status(args) => commands::status::status(&ctx, args),
         Command::List(args) => commands::list::list(&ctx, args),
         Command::Destroy(args) => commands::destroy::destroy(&ctx, args),
+        Command::Kubeconfig(args) => commands::kubeconfig::kubeconfig(&ctx, args),
+        Command::Use(args) => commands::use_::use_(&ctx, args),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }

@@ -32,6 +32,16 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
     for name in &names {
         let _lock = ClusterLock::acquire(&ctx.dirs, name, "devcluster destroy")?;
         let existed = ctx.dirs.cluster(name).exists();
+        // Before the state goes: if the kubeconfig cannot be edited (locked,
+        // malformed), destroy stops with the cluster still known and can be
+        // run again once that is fixed.
+        for file in crate::kubeconfig::remove_cluster_entries(name)? {
+            ctx.printer.info(format!(
+                "removed {} from {}",
+                crate::kubeconfig::context_name(name),
+                file.display()
+            ));
+        }
         state::remove(&ctx.dirs, name)?;
         if existed {
             ctx.printer.info(format!("destroyed cluster {name}"));

@@ -35,7 +35,8 @@ pub fn cluster_state(s: &ClusterState) -> &'static str {
 }
 
 pub fn list(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
-    let current: Option<String> = None;
+    // Never fails the list: an unreadable kubeconfig means "no current".
+    let current = crate::kubeconfig::current_devcluster_context();
     let entries: Vec<ListEntry> = state::list(&ctx.dirs)?
         .into_iter()
         .map(|l| match l {

@@ -8,9 +8,11 @@ use crate::ui::Printer;
 
 pub mod completions;
 pub mod destroy;
+pub mod kubeconfig;
 pub mod list;
 pub mod status;
 pub mod up;
+pub mod use_;
 
 /// What every command gets.
 pub struct Ctx {

@@ -66,7 +66,22 @@ pub fn uuid_for(kind: &str, name: &str) -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5],
+        b[6],
+        b[7],
+        b[8],
+        b[9],
+        b[10],
+        b[11],
+        b[12],
+        b[13],
+        b[14],
+        b[15]
     )
 }
 
@@ -245,7 +260,10 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
         ("virtio", "vda", "scsi", "sda", "virtio")
     };
     let _ = writeln!(x, "    <disk type='volume' device='disk'>");
-    let _ = writeln!(x, "      <driver name='qemu' type='qcow2' discard='unmap'/>");
+    let _ = writeln!(
+        x,
+        "      <driver name='qemu' type='qcow2' discard='unmap'/>"
+    );
     let _ = writeln!(
         x,
         "      <source pool='{}' volume='{}'/>",
@@ -255,7 +273,10 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
     let _ = writeln!(x, "      <target dev='{disk_dev}' bus='{disk_bus}'/>");
     let _ = writeln!(x, "    </disk>");
     if !windows {
-        let _ = writeln!(x, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
+        let _ = writeln!(
+            x,
+            "    <controller type='scsi' index='0' model='virtio-scsi'/>"
+        );
     }
     let _ = writeln!(x, "    <disk type='volume' device='cdrom'>");
     let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
@@ -348,7 +369,10 @@ mod tests {
             pool: network_name("dev"),
         };
         for node in &p.nodes {
-            insta::assert_snapshot!(format!("domain_{}", node.name), domain_xml(&vm(node), &host));
+            insta::assert_snapshot!(
+                format!("domain_{}", node.name),
+                domain_xml(&vm(node), &host)
+            );
         }
         let kvm = DomainHost {
             domain_type: "kvm",
