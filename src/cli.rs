@@ -72,6 +72,37 @@ pub enum Command {
     Use(UseArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
+    /// Manage the disk images nodes boot from.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Register a local disk image under NAME (copied into the image cache).
+    Import(ImportArgs),
+    /// Show the images devcluster knows.
+    List(OutputArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Name to use with --linux-image / --windows-image.
+    pub name: String,
+    /// The disk image file (qcow2 for libvirt).
+    pub path: PathBuf,
+    /// The image's operating system.
+    #[arg(long, value_enum)]
+    pub os: crate::plan::Os,
+    /// The image's own login user.
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    /// How the image boots.
+    #[arg(long, value_enum, default_value_t = crate::providers::Firmware::Uefi)]
+    pub firmware: crate::providers::Firmware,
+    /// The image's bootloader is signed, so Secure Boot can stay on.
+    #[arg(long)]
+    pub secure_boot: bool,
 }
 
 #[derive(Debug, Args)]

@@ -146,6 +146,12 @@ fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::state::StateError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::providers::ProviderError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<crate::images::ImageError>() {
+        return e.hint();
+    }
     if let Some(e) = err.downcast_ref::<crate::pki::PkiError>() {
         return e.hint();
     }

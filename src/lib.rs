@@ -12,6 +12,7 @@ pub mod dirs;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod images;
 pub mod kubeconfig;
 pub mod net;
 pub mod pki;
@@ -112,6 +113,7 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Destroy(args) => commands::destroy::destroy(&ctx, args),
         Command::Kubeconfig(args) => commands::kubeconfig::kubeconfig(&ctx, args),
         Command::Use(args) => commands::use_::use_(&ctx, args),
+        Command::Images(cmd) => commands::images::images(&ctx, cmd),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }

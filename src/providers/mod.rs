@@ -124,7 +124,7 @@ impl NetworkSpec {
 }
 
 /// Boot firmware of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     Uefi,
