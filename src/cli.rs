@@ -70,6 +70,10 @@ pub enum Command {
     /// Make a cluster's context kubectl's current context; without NAME,
     /// list the devcluster contexts.
     Use(UseArgs),
+    /// Open a shell on a node, or run a command there and return its exit code.
+    Ssh(SshArgs),
+    /// Show a node's provisioning log.
+    Logs(LogsArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Manage the disk images nodes boot from.
@@ -242,4 +246,25 @@ pub struct CompletionsArgs {
     /// The shell to generate completions for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The node, e.g. dev-cp or dev-w1.
+    pub node: String,
+    /// The command to run (after `--`); without it, an interactive shell.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The node, e.g. dev-cp or dev-w1.
+    pub node: String,
+    /// Keep printing what is appended.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// The VM's serial console (boot messages) instead of the steps' log.
+    #[arg(long)]
+    pub serial: bool,
 }

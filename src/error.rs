@@ -16,6 +16,9 @@ pub enum ExitStatus {
     Success,
     Failure,
     Bug,
+    /// A command run in a node (`devcluster ssh NODE -- CMD`) exited with
+    /// this code: passed through.
+    Child(u8),
 }
 
 impl ExitStatus {
@@ -24,6 +27,7 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
             ExitStatus::Bug => 2,
+            ExitStatus::Child(code) => code,
         }
     }
 }

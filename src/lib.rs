@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod host;
 pub mod images;
 pub mod kubeconfig;
+pub mod machines;
 pub mod net;
 pub mod pki;
 pub mod plan;
@@ -114,6 +115,8 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Kubeconfig(args) => commands::kubeconfig::kubeconfig(&ctx, args),
         Command::Use(args) => commands::use_::use_(&ctx, args),
         Command::Images(cmd) => commands::images::images(&ctx, cmd),
+        Command::Ssh(args) => commands::ssh::ssh(&ctx, args),
+        Command::Logs(args) => commands::logs::logs(&ctx, args),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }

@@ -64,6 +64,13 @@ impl Printer {
         let _ = writeln!(out, "{text}");
     }
 
+    /// Bytes on stdout as they are (log files).
+    pub fn raw(&self, bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    }
+
     /// Pretty JSON on stdout.
     pub fn json<T: serde::Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(value)?;

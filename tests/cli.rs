@@ -412,3 +412,47 @@ fn plan_snapshots() {
         .status(0);
     insta::assert_json_snapshot!("plan_json", json.json());
 }
+
+#[test]
+fn images_import_and_list() {
+    let mut t = Test::new();
+    let mut disk = b"QFI\xfb\0\0\0\x03".to_vec();
+    disk.resize(64 * 1024, 0);
+    std::fs::write(t.work().join("disk.qcow2"), &disk).unwrap();
+    t.args(&["images", "list", "-o", "json"])
+        .run()
+        .status(0)
+        .stdout_has("[]");
+    t.args(&[
+        "images",
+        "import",
+        "my-debian",
+        "disk.qcow2",
+        "--os",
+        "linux",
+        "--user",
+        "debian",
+    ])
+    .run()
+    .status(0)
+    .stderr_has("imported my-debian (linux, qcow2, sha256 ");
+    // The entry survives the original file.
+    std::fs::remove_file(t.work().join("disk.qcow2")).unwrap();
+    let list = t
+        .args(&["images", "list", "-o", "json"])
+        .run()
+        .status(0)
+        .json();
+    assert_eq!(list[0]["name"], "my-debian");
+    assert_eq!(list[0]["cached"], true);
+    assert_eq!(list[0]["size_bytes"], 64 * 1024);
+    t.args(&["images", "import", "Bad", "nope.img", "--os", "linux"])
+        .run()
+        .status(1)
+        .stderr_has("image file nope.img does not exist");
+    std::fs::write(t.work().join("x.img"), b"raw").unwrap();
+    t.args(&["images", "import", "Bad Name", "x.img", "--os", "linux"])
+        .run()
+        .status(1)
+        .stderr_has("invalid image name");
+}

@@ -5,6 +5,7 @@
 //! `test-libvirt` feature.
 
 #![cfg(all(target_os = "linux", feature = "test-libvirt"))]
+#![allow(clippy::print_stderr)] // timings of the real VMs, shown with --nocapture
 
 mod common;
 
@@ -145,11 +146,35 @@ fn plan_for(cluster: &str) -> Plan {
     plan::plan(&spec, &Surroundings::default()).unwrap()
 }
 
+/// Removes the test cluster from libvirt even when the test fails halfway,
+/// so a failed run leaves no VMs burning CPU.
+struct Cleanup(&'static str, Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for vm in &self.1 {
+            virsh(&["destroy", vm]);
+            virsh(&["undefine", vm, "--nvram", "--managed-save"]);
+        }
+        let pool = format!("devcluster-{}", self.0);
+        let (_, vols) = virsh(&["vol-list", &pool, "--name"]);
+        for v in vols.lines().filter(|l| !l.trim().is_empty()) {
+            virsh(&["vol-delete", v.trim(), "--pool", &pool]);
+        }
+        virsh(&["pool-destroy", &pool]);
+        virsh(&["pool-delete", &pool]);
+        virsh(&["pool-undefine", &pool]);
+        virsh(&["net-destroy", &pool]);
+        virsh(&["net-undefine", &pool]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_boot_from_our_disks_and_seeds() {
     let image = test_image();
     let world = common::World::new();
     let cluster = "e2e4";
+    let _cleanup = Cleanup(cluster, vec!["e2e4-cp".into(), "e2e4-w1".into()]);
     let plan = plan_for(cluster);
     devcluster::state::save(
         &world.dirs,
@@ -263,11 +288,30 @@ async fn two_nodes_boot_from_our_disks_and_seeds() {
             "serial console is logged"
         );
     }
-    // The nodes reach each other by name on the cluster network.
+    // The nodes know each other by name (our /etc/hosts) and reach each
+    // other on the cluster network (TCP to the other's sshd; the minimal
+    // image has no ping).
+    let other = &guests[1];
+    let resolved = guests[0]
+        .ssh(&format!("getent hosts {}", other.name))
+        .unwrap_or_default();
+    let tokens: Vec<&str> = resolved.split_whitespace().collect();
+    assert_eq!(
+        tokens.first().copied(),
+        Some(other.ip.to_string().as_str()),
+        "{resolved}"
+    );
+    assert!(tokens.contains(&other.name.as_str()), "{resolved}");
     assert!(
         guests[0]
-            .ssh(&format!("ping -c1 -W5 {}", guests[1].name))
-            .is_some()
+            .ssh(&format!(
+                "timeout 5 bash -c 'echo > /dev/tcp/{}/22'",
+                other.name
+            ))
+            .is_some(),
+        "{} cannot reach {} by name",
+        guests[0].name,
+        other.name
     );
 
     // Graceful shutdown, then the same address after a new boot.

@@ -50,7 +50,9 @@ async fn lifecycle_on_the_test_driver() {
     let base = dir.path().join("base.qcow2");
     std::fs::write(&base, vec![1u8; 64 * 1024]).unwrap();
     let p = Libvirt::open(&config(dir.path())).await.unwrap();
-    assert_eq!(p.domain_type(), "qemu");
+    assert_eq!(p.domain_type(), None, "no KVM probe before it is needed");
+    assert!(p.prepare_create().await.unwrap().is_empty());
+    assert_eq!(p.domain_type(), Some("qemu"));
 
     let net = NetworkSpec {
         cluster: "tdev".into(),

@@ -11,6 +11,8 @@ pub mod destroy;
 pub mod images;
 pub mod kubeconfig;
 pub mod list;
+pub mod logs;
+pub mod ssh;
 pub mod status;
 pub mod up;
 pub mod use_;
@@ -43,4 +45,15 @@ pub fn arg_origin(
         (Some(clap::parser::ValueSource::DefaultValue), _) => Origin::Default,
         _ => Origin::Flag(flag),
     }
+}
+
+/// The async runtime of commands that talk to hypervisors and guests: a
+/// small multi-threaded one (blocking libvirt calls run beside SSH).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

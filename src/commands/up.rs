@@ -1,6 +1,8 @@
 //! `devcluster up`: spec -> validate -> plan -> (dry run: print) -> create.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::ArgMatches;
@@ -8,9 +10,12 @@ use clap::ArgMatches;
 use super::{Ctx, arg_origin};
 use crate::cli::UpArgs;
 use crate::error::{ExitStatus, UserError};
+use crate::machines;
+use crate::pki;
 use crate::plan::{self, Plan, Surroundings};
+use crate::providers::{self, Provider, ProviderConfig};
 use crate::spec::{self, Layer, Spec, Val};
-use crate::state::{self, ClusterLock, Listed};
+use crate::state::{self, ClusterLock, ClusterState, Listed, NodePhase};
 use crate::ui::{self, OutputFormat};
 
 pub fn up(ctx: &Ctx, args: &UpArgs, matches: &ArgMatches) -> anyhow::Result<ExitStatus> {
@@ -27,12 +32,120 @@ pub fn up(ctx: &Ctx, args: &UpArgs, matches: &ArgMatches) -> anyhow::Result<Exit
         return Ok(ExitStatus::Success);
     }
     let _lock = ClusterLock::acquire(&ctx.dirs, &plan.cluster, "devcluster up")?;
+    create(ctx, plan, args)
+}
+
+/// The real `up`: state, secrets, provider, images, VMs.
+fn create(ctx: &Ctx, plan: Plan, args: &UpArgs) -> anyhow::Result<ExitStatus> {
+    let p = &ctx.printer;
+    let mut st = match state::load(&ctx.dirs, &plan.cluster)? {
+        Some(existing) => {
+            let names = |pl: &Plan| pl.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+            if names(&existing.plan) != names(&plan) {
+                p.warn(format!(
+                    "cluster {} exists with nodes {}: continuing it as it was planned",
+                    plan.cluster,
+                    names(&existing.plan).join(", ")
+                ));
+            }
+            existing
+        }
+        None => {
+            let s = ClusterState::new(plan);
+            state::save(&ctx.dirs, &s)?;
+            s
+        }
+    };
+    let started = Instant::now();
+    let secrets = pki::ensure(&ctx.dirs, &st.plan)
+        .context("preparing the cluster's keys and certificates")?;
+    let runtime = super::runtime()?;
+    let config = ProviderConfig {
+        libvirt_uri: st.plan.libvirt.uri.clone(),
+        libvirt_domain_type: st.plan.libvirt.domain_type,
+        cache_dir: ctx.dirs.cache.clone(),
+    };
+    let result = runtime.block_on(async {
+        let (provider, skipped) = providers::select(st.plan.provider, &config).await?;
+        for d in &skipped {
+            p.info(format!("skipped provider {}: {}", d.kind, d.detail));
+        }
+        let bases = machines::resolve_bases(&ctx.dirs, &st.plan, provider.kind())?;
+        for notice in provider.prepare_create().await? {
+            p.warn(notice);
+        }
+        if st.plan.provider != provider.kind() {
+            st.plan.provider = provider.kind();
+            state::save(&ctx.dirs, &st)?;
+        }
+        let vms = st
+            .plan
+            .nodes
+            .iter()
+            .map(|n| machines::vm_spec(&ctx.dirs, &st.plan, n, &bases[&n.image], &secrets))
+            .collect::<Result<Vec<_>, _>>()?;
+        p.info(format!(
+            "creating {} VMs on {} ({})",
+            vms.len(),
+            provider.kind(),
+            st.plan.network.subnet
+        ));
+        let provider: Arc<dyn Provider> = Arc::from(provider);
+        let mut done = Vec::new();
+        let r = machines::create_and_start(provider, &st.plan, vms, |name, r| match r {
+            Ok(()) => {
+                p.info(format!("{name}: VM started"));
+                done.push(name.to_string());
+            }
+            Err(e) => p.info(format!("{name}: failed: {e}")),
+        })
+        .await;
+        for name in done {
+            let node = st.nodes.entry(name).or_default();
+            if node.phase == NodePhase::Planned {
+                node.phase = NodePhase::Created;
+            }
+        }
+        state::save(&ctx.dirs, &st)?;
+        r?;
+        anyhow::Ok(())
+    });
+    runtime.shutdown_background();
+    result?;
+    p.out(summary(&st, started.elapsed()));
+    if args.no_kubernetes {
+        return Ok(ExitStatus::Success);
+    }
     Err(UserError::new(format!(
-        "cannot create cluster {}: no provider can create VMs on this host",
-        plan.cluster
+        "cluster {}: the VMs are running, but this devcluster build cannot install Kubernetes on them yet",
+        st.name
     ))
-    .hint("`devcluster up --dry-run` shows the plan; VM creation arrives with the libvirt provider")
+    .hint("use `devcluster up --no-kubernetes` for machines only; `devcluster destroy` removes them")
     .into())
+}
+
+fn summary(st: &ClusterState, took: std::time::Duration) -> String {
+    let rows: Vec<Vec<String>> = st
+        .plan
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.role.as_str().into(),
+                n.os.as_str().into(),
+                n.ip.to_string(),
+                st.node(&n.name).phase.as_str().into(),
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n\ncluster {} on {} in {:.0?}",
+        ui::table(&["NODE", "ROLE", "OS", "IP", "STATE"], &rows),
+        st.name,
+        st.plan.provider,
+        took
+    )
 }
 
 /// Layers the configuration: flags and env > project file > user file > defaults.

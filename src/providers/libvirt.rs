@@ -116,11 +116,13 @@ pub async fn detect(uri: &str) -> Detection {
 pub struct Libvirt {
     conn: Arc<Connect>,
     uri: String,
-    domain_type: &'static str,
+    wanted_domain_type: DomainType,
+    /// Chosen by [`Provider::prepare_create`] (probing KVM takes seconds:
+    /// commands that only manage existing VMs never pay for it).
+    domain_type: std::sync::OnceLock<&'static str>,
+    cache_dir: PathBuf,
     /// Directory under which libvirtd creates the pools (on its host).
     storage_root: String,
-    /// Said once to the user (e.g. "software emulation: slow").
-    notices: Vec<String>,
     /// Marks complete base-image uploads (an upload cut short leaves a
     /// volume that must not be used).
     upload_marks: PathBuf,
@@ -138,8 +140,6 @@ impl Libvirt {
         .map_err(|e| ProviderError::Invalid(format!("libvirt connection task failed: {e}")))?
         .map_err(err("connecting", format!("libvirt at {uri}")))?;
         let conn = Arc::new(conn);
-        let (domain_type, notice) =
-            choose_domain_type(config.libvirt_domain_type, &uri, &config.cache_dir).await;
         let storage_root = if uri.contains("session") {
             config
                 .cache_dir
@@ -155,24 +155,21 @@ impl Libvirt {
         Ok(Self {
             conn,
             uri,
-            domain_type,
+            wanted_domain_type: config.libvirt_domain_type,
+            domain_type: std::sync::OnceLock::new(),
+            cache_dir: config.cache_dir.clone(),
             storage_root,
-            notices: notice.into_iter().collect(),
             upload_marks: config.cache_dir.join("libvirt-uploads"),
         })
-    }
-
-    /// Messages for the user about how VMs will run.
-    pub fn notices(&self) -> &[String] {
-        &self.notices
     }
 
     pub fn uri(&self) -> &str {
         &self.uri
     }
 
-    pub fn domain_type(&self) -> &'static str {
-        self.domain_type
+    /// `kvm` or `qemu`, once [`Provider::prepare_create`] has chosen.
+    pub fn domain_type(&self) -> Option<&'static str> {
+        self.domain_type.get().copied()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -430,6 +427,16 @@ impl Provider for Libvirt {
         ProviderKind::Libvirt
     }
 
+    async fn prepare_create(&self) -> Result<Vec<String>> {
+        if self.domain_type.get().is_some() {
+            return Ok(Vec::new());
+        }
+        let (t, notice) =
+            choose_domain_type(self.wanted_domain_type, &self.uri, &self.cache_dir).await;
+        let _ = self.domain_type.set(t);
+        Ok(notice.into_iter().collect())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             linked_clones: true,
@@ -501,7 +508,13 @@ impl Provider for Libvirt {
         let images_path = self.images_pool_path();
         let pool_path = self.cluster_pool_path(&vm.cluster);
         let marks = self.upload_marks.clone();
-        let domain_type = self.domain_type;
+        let domain_type = match self.domain_type.get() {
+            Some(t) => *t,
+            None => {
+                self.prepare_create().await?;
+                self.domain_type.get().copied().unwrap_or("qemu")
+            }
+        };
         self.blocking(move |conn| {
             if lookup_domain(conn, &vm.name)?.is_some() {
                 return Ok(());

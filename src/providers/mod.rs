@@ -215,6 +215,12 @@ pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 pub trait Provider: Send + Sync {
     fn kind(&self) -> ProviderKind;
     fn capabilities(&self) -> Capabilities;
+    /// Gets ready to create VMs (probes the host where that is needed) and
+    /// returns what the user should know about how VMs will run here,
+    /// e.g. software emulation. Only commands that create VMs call it.
+    async fn prepare_create(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 
     /// Creates (or updates) and starts the cluster network.
     async fn ensure_network(&self, net: &NetworkSpec) -> Result<()>;
