@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Installs what the test suite runs against (real tools, not mocks) on a
-# Debian/Ubuntu host. Idempotent and quick when everything is present.
+# Installs and starts what the test suite runs against (real tools, not
+# mocks) on a Debian/Ubuntu host, as root: libvirt + QEMU + OVMF (daemons
+# started directly when there is no systemd), the guest-image tools,
+# shellcheck, openssl, OpenSSH. Idempotent and quick when all is present.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup-test-host: run as root (it installs packages and starts libvirtd)" >&2
+  exit 1
+fi
 
 packages=(
-  shellcheck     # provisioner scripts are checked with it
-  genisoimage    # isoinfo reads back our seed ISOs
-  openssh-client # ssh-keygen checks our keys; ssh is `devcluster ssh`
-  openssl        # verifies our PKI
+  shellcheck      # provisioner scripts are checked with it
+  openssl         # verifies our PKI
+  openssh-server  # a real sshd on loopback for the SSH runner tests
+  util-linux      # blkid reads our seed ISOs
+  p7zip-full      # 7z reads our seed ISOs
+  libarchive-tools # bsdtar reads our seed ISOs
+  python3-yaml    # YAML 1.1 reading of our cloud-init files, as cloud-init does
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -18,9 +26,12 @@ for p in "${packages[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup-test-host: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# libvirt, QEMU, OVMF, image-build tools; virtlogd and libvirtd started.
+bash .ci/setup-libvirt.sh
 
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "setup-test-host: kubectl is required (the kubeconfig tests run it) but is not installed" >&2

@@ -70,6 +70,14 @@ pub enum Command {
     /// Make a cluster's context kubectl's current context; without NAME,
     /// list the devcluster contexts.
     Use(UseArgs),
+    /// Save every VM's memory to disk and stop it (frees the host's RAM).
+    Suspend,
+    /// Restore suspended VMs, then resync guest clocks and check SSH.
+    Resume,
+    /// Shut every VM down (gracefully; forced after a timeout).
+    Halt(HaltArgs),
+    /// Boot halted VMs again (same IPs, same certificates).
+    Start,
     /// Open a shell on a node, or run a command there and return its exit code.
     Ssh(SshArgs),
     /// Show a node's provisioning log.
@@ -267,4 +275,11 @@ pub struct LogsArgs {
     /// The VM's serial console (boot messages) instead of the steps' log.
     #[arg(long)]
     pub serial: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HaltArgs {
+    /// Seconds to wait for a graceful shutdown before powering a VM off.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub timeout: u64,
 }

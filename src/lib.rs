@@ -115,6 +115,13 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Kubeconfig(args) => commands::kubeconfig::kubeconfig(&ctx, args),
         Command::Use(args) => commands::use_::use_(&ctx, args),
         Command::Images(cmd) => commands::images::images(&ctx, cmd),
+        Command::Suspend => commands::lifecycle::run(&ctx, commands::lifecycle::Op::Suspend),
+        Command::Resume => commands::lifecycle::run(&ctx, commands::lifecycle::Op::Resume),
+        Command::Halt(args) => commands::lifecycle::run(
+            &ctx,
+            commands::lifecycle::Op::Halt(std::time::Duration::from_secs(args.timeout)),
+        ),
+        Command::Start => commands::lifecycle::run(&ctx, commands::lifecycle::Op::Start),
         Command::Ssh(args) => commands::ssh::ssh(&ctx, args),
         Command::Logs(args) => commands::logs::logs(&ctx, args),
         Command::Completions(_) => unreachable!("handled above"),

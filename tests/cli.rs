@@ -12,7 +12,22 @@ const PINNED: &str = "[network]\nnode_cidr = \"192.168.150.0/24\"\n";
 #[test]
 fn help_lists_implemented_verbs_only() {
     let run = Test::new().arg("--help").run().status(0);
-    for verb in ["up", "status", "list", "destroy", "completions"] {
+    for verb in [
+        "up",
+        "status",
+        "list",
+        "destroy",
+        "kubeconfig",
+        "use",
+        "images",
+        "suspend",
+        "resume",
+        "halt",
+        "start",
+        "ssh",
+        "logs",
+        "completions",
+    ] {
         assert!(
             run.stdout.lines().any(|l| l.trim_start().starts_with(verb)),
             "help lacks {verb}:\n{}",
@@ -20,7 +35,7 @@ fn help_lists_implemented_verbs_only() {
         );
     }
     // Verbs arrive with the issues that implement them: none is listed early.
-    for verb in ["dashboard", "suspend", "resume", "halt"] {
+    for verb in ["dashboard", "node", "doctor"] {
         assert!(
             !run.stdout.lines().any(|l| l.trim_start().starts_with(verb)),
             "help lists {verb} before it exists:\n{}",

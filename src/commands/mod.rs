@@ -10,6 +10,7 @@ pub mod completions;
 pub mod destroy;
 pub mod images;
 pub mod kubeconfig;
+pub mod lifecycle;
 pub mod list;
 pub mod logs;
 pub mod ssh;

@@ -1,0 +1,86 @@
+//! `suspend`, `resume`, `halt`, `start`: the same operation on every VM of
+//! the cluster, in parallel, under the cluster lock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Ctx;
+use crate::error::ExitStatus;
+use crate::providers::{self, Provider, ProviderConfig, Shutdown};
+use crate::state::{self, ClusterLock, ClusterState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Suspend,
+    Resume,
+    Halt(Duration),
+    Start,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Suspend => "suspend",
+            Op::Resume => "resume",
+            Op::Halt(_) => "halt",
+            Op::Start => "start",
+        }
+    }
+}
+
+/// Opens the provider a cluster was created with.
+pub async fn cluster_provider(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<Arc<dyn Provider>> {
+    let config = ProviderConfig {
+        libvirt_uri: st.plan.libvirt.uri.clone(),
+        libvirt_domain_type: st.plan.libvirt.domain_type,
+        cache_dir: ctx.dirs.cache.clone(),
+    };
+    let (p, _) = providers::select(st.plan.provider, &config).await?;
+    Ok(Arc::from(p))
+}
+
+pub fn run(ctx: &Ctx, op: Op) -> anyhow::Result<ExitStatus> {
+    let cluster = ctx.cluster_name()?.to_string();
+    let _lock = ClusterLock::acquire(&ctx.dirs, &cluster, &format!("devcluster {}", op.verb()))?;
+    let st = state::load_existing(&ctx.dirs, &cluster)?;
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(async {
+        let provider = cluster_provider(ctx, &st).await?;
+        let mut set = tokio::task::JoinSet::new();
+        for node in &st.plan.nodes {
+            let p = provider.clone();
+            let name = node.name.clone();
+            set.spawn(async move {
+                let t = Instant::now();
+                let r = match op {
+                    Op::Suspend => p.suspend(&name).await.map(|()| "suspended"),
+                    Op::Resume => p.resume(&name).await.map(|()| "resumed"),
+                    Op::Start => p.start(&name).await.map(|()| "started"),
+                    Op::Halt(timeout) => p.shutdown(&name, timeout).await.map(|s| match s {
+                        Shutdown::AlreadyOff => "already off",
+                        Shutdown::Graceful => "shut down",
+                        Shutdown::Forced => "powered off (did not shut down in time)",
+                    }),
+                };
+                (name, r, t.elapsed())
+            });
+        }
+        let mut failed = None;
+        while let Some(j) = set.join_next().await {
+            let (name, r, took) = j?;
+            match r {
+                Ok(what) => ctx.printer.info(format!("{name}: {what} in {took:.1?}")),
+                Err(e) => {
+                    ctx.printer.info(format!("{name}: failed: {e}"));
+                    failed.get_or_insert(
+                        anyhow::Error::new(e).context(format!("{} of {name} failed", op.verb())),
+                    );
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    });
+    runtime.shutdown_background();
+    result?;
+    Ok(ExitStatus::Success)
+}
