@@ -10,6 +10,8 @@ packages=(
   shellcheck     # provisioner scripts are checked with it
   genisoimage    # isoinfo reads back our seed ISOs
   openssh-client # ssh-keygen checks our keys; ssh is `devcluster ssh`
+  openssh-server # tests/ssh.rs runs the step runner against a real sshd
+  sudo           # tests/ssh.rs runs steps through `sudo -n` as the guests do
   openssl        # verifies our PKI
 )
 missing=()
