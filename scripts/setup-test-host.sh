@@ -12,13 +12,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(
-  shellcheck      # provisioner scripts are checked with it
-  openssl         # verifies our PKI
-  openssh-server  # a real sshd on loopback for the SSH runner tests
-  util-linux      # blkid reads our seed ISOs
-  p7zip-full      # 7z reads our seed ISOs
+  shellcheck       # provisioner scripts are checked with it
+  genisoimage      # isoinfo reads back our seed ISOs
+  openssh-client   # ssh-keygen checks our keys; ssh is `devcluster ssh`
+  openssh-server   # tests/ssh.rs runs the step runner against a real sshd
+  sudo             # tests/ssh.rs runs steps through `sudo -n` as the guests do
+  openssl          # verifies our PKI
+  util-linux       # blkid reads our seed ISOs
+  p7zip-full       # 7z reads our seed ISOs
   libarchive-tools # bsdtar reads our seed ISOs
-  python3-yaml    # YAML 1.1 reading of our cloud-init files, as cloud-init does
+  python3-yaml     # YAML 1.1 reading of our cloud-init files, as cloud-init does
 )
 missing=()
 for p in "${packages[@]}"; do

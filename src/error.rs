@@ -162,6 +162,12 @@ fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::kubeconfig::KubeconfigError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::provision::StepError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<crate::provision::SshError>() {
+        return e.hint();
+    }
     None
 }
 

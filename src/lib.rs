@@ -19,6 +19,7 @@ pub mod net;
 pub mod pki;
 pub mod plan;
 pub mod providers;
+pub mod provision;
 pub mod seed;
 pub mod spec;
 pub mod state;
