@@ -27,7 +27,7 @@ pub enum MachinesError {
     NoHostKey { node: String },
     #[error(transparent)]
     Image(#[from] images::ImageError),
-    #[error("node {node}")]
+    #[error("node {node}: its VM could not be created or started")]
     Provider {
         node: String,
         #[source]
@@ -145,4 +145,182 @@ pub async fn create_and_start(
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// What a node reports while it is provisioned.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    WaitingForSsh,
+    SshReady(std::time::Duration),
+    Step(crate::provision::StepEvent),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Ssh(#[from] crate::provision::ssh::SshError),
+    #[error(transparent)]
+    Step(#[from] crate::provision::StepError),
+    #[error(transparent)]
+    Log(#[from] crate::provision::log::LogError),
+}
+
+/// The steps of a node, in order. (`--no-kubernetes` ends here; the
+/// Kubernetes steps are added by the bootstrap.)
+pub fn node_steps(plan: &Plan, node: &NodePlan) -> Vec<crate::provision::Step> {
+    vec![crate::provision::steps::prepare_os(plan, node).with_test_hook_from_env()]
+}
+
+/// Per node, in parallel: wait for SSH with the pinned host key, then run
+/// the node's steps, skipping those in `done`. Events stream to `events`
+/// (the caller persists state on each); returns each node's outcome.
+pub async fn provision_all(
+    dirs: &Dirs,
+    plan: &Plan,
+    secrets: &ClusterSecrets,
+    done: &BTreeMap<String, Vec<String>>,
+    ssh_timeout: std::time::Duration,
+    events: tokio::sync::mpsc::UnboundedSender<(String, NodeEvent)>,
+) -> Vec<(String, Result<(), ProvisionError>)> {
+    use crate::provision::ssh::{SshTarget, wait_for_ssh};
+    let mut set = tokio::task::JoinSet::new();
+    let mut results = Vec::new();
+    for node in &plan.nodes {
+        let target = match SshTarget::for_node(node, secrets) {
+            Ok(t) => t,
+            Err(e) => {
+                results.push((node.name.clone(), Err(e.into())));
+                continue;
+            }
+        };
+        let steps = node_steps(plan, node);
+        let done = done.get(&node.name).cloned().unwrap_or_default();
+        let (dirs, cluster, name) = (dirs.clone(), plan.cluster.clone(), node.name.clone());
+        let tx = events.clone();
+        set.spawn(async move {
+            let r = async {
+                let _ = tx.send((name.clone(), NodeEvent::WaitingForSsh));
+                let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
+                let _ = tx.send((name.clone(), NodeEvent::SshReady(waited)));
+                let mut log = crate::provision::log::NodeLog::open(&dirs, &cluster, &name)?;
+                crate::provision::run_steps(&session, &steps, &done, &mut log, |ev| {
+                    let _ = tx.send((name.clone(), NodeEvent::Step(ev)));
+                })
+                .await?;
+                let _ = session.close().await;
+                Ok::<(), ProvisionError>(())
+            }
+            .await;
+            (name, r)
+        });
+    }
+    drop(events);
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok(r) => results.push(r),
+            Err(e) => results.push((
+                "?".into(),
+                Err(ProvisionError::Step(crate::provision::StepError::Invalid {
+                    node: "?".into(),
+                    step: "?".into(),
+                    source: crate::error::Bug(format!("provisioning task failed: {e}")),
+                })),
+            )),
+        }
+    }
+    results
+}
+
+/// Applies one node event to the state (completed steps, the failed one,
+/// the phase) and shows it on `progress`.
+pub fn apply_event(
+    st: &mut crate::state::ClusterState,
+    node: &str,
+    ev: &NodeEvent,
+    progress: &crate::ui::NodeProgress,
+) {
+    use crate::provision::StepEvent;
+    use crate::state::NodePhase;
+    let ns = st.nodes.entry(node.to_string()).or_default();
+    match ev {
+        NodeEvent::WaitingForSsh => progress.set(node, "waiting for SSH"),
+        NodeEvent::SshReady(t) => progress.set(node, format!("SSH ready after {t:.0?}")),
+        NodeEvent::Step(StepEvent::Started(s)) => progress.set(node, format!("{s} ...")),
+        NodeEvent::Step(StepEvent::Skipped(s)) => {
+            if !ns.completed_steps.contains(s) {
+                ns.completed_steps.push(s.clone());
+            }
+            progress.set(node, format!("{s} skipped (already done)"));
+        }
+        NodeEvent::Step(StepEvent::Finished(s, t)) => {
+            if !ns.completed_steps.contains(s) {
+                ns.completed_steps.push(s.clone());
+            }
+            if ns.failed_step.as_deref() == Some(s) {
+                ns.failed_step = None;
+            }
+            progress.set(node, format!("{s} done in {t:.1?}"));
+        }
+        NodeEvent::Step(StepEvent::Failed(s, t)) => {
+            ns.failed_step = Some(s.clone());
+            ns.phase = NodePhase::Failed;
+            progress.finish(node, format!("{s} failed after {t:.1?}"));
+        }
+    }
+}
+
+/// After a resume: a suspended guest's clock stands still while it is
+/// saved, so it is hours behind and certificates look "not yet valid".
+/// Steps every node's clock to the host's (over SSH, which also proves the
+/// node answers again) and restarts its time sync. Returns each node's
+/// skew before the step, in seconds (guest minus host).
+pub async fn sync_clocks(
+    plan: &Plan,
+    secrets: &ClusterSecrets,
+    timeout: std::time::Duration,
+) -> Vec<(String, Result<f64, ProvisionError>)> {
+    use crate::provision::ssh::{SshTarget, wait_for_ssh};
+    let mut set = tokio::task::JoinSet::new();
+    let mut out = Vec::new();
+    for node in &plan.nodes {
+        let target = match SshTarget::for_node(node, secrets) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push((node.name.clone(), Err(e.into())));
+                continue;
+            }
+        };
+        let name = node.name.clone();
+        set.spawn(async move {
+            let r = async {
+                let (session, _) = wait_for_ssh(&target, timeout).await?;
+                let guest = session.exec_collect("date -u +%s.%N", None).await?;
+                let guest: f64 = String::from_utf8_lossy(&guest.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(f64::NAN);
+                let now = || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0)
+                };
+                let skew = guest - now();
+                let set_cmd = target.privileged(&format!("date -u -s @{:.3} >/dev/null", now()));
+                session.exec_collect(&set_cmd, None).await?;
+                let restart = target.privileged(
+                    "sh -c 'systemctl restart systemd-timesyncd 2>/dev/null || systemctl restart chrony 2>/dev/null || true'",
+                );
+                session.exec_collect(&restart, None).await?;
+                let _ = session.close().await;
+                Ok::<f64, ProvisionError>(skew)
+            }
+            .await;
+            (name, r)
+        });
+    }
+    while let Some(Ok(r)) = set.join_next().await {
+        out.push(r);
+    }
+    out
 }

@@ -115,6 +115,82 @@ impl Printer {
     }
 }
 
+/// Per-node progress: with a terminal, one spinner line per node showing
+/// its current step and elapsed time (indicatif); otherwise (or with
+/// `--no-progress`, `-v`, `-q`) plain lines, one per event.
+pub struct NodeProgress {
+    printer: Printer,
+    bars: Option<(
+        indicatif::MultiProgress,
+        std::collections::BTreeMap<String, indicatif::ProgressBar>,
+    )>,
+}
+
+impl NodeProgress {
+    pub fn new<'a>(printer: Printer, nodes: impl IntoIterator<Item = &'a str>) -> Self {
+        if !printer.progress() {
+            return Self {
+                printer,
+                bars: None,
+            };
+        }
+        let multi = indicatif::MultiProgress::new();
+        let style =
+            indicatif::ProgressStyle::with_template("{spinner} {prefix:<16} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let bars = nodes
+            .into_iter()
+            .map(|n| {
+                let bar = multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(n.to_string());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                (n.to_string(), bar)
+            })
+            .collect();
+        Self {
+            printer,
+            bars: Some((multi, bars)),
+        }
+    }
+
+    /// What `node` is doing now.
+    pub fn set(&self, node: &str, message: impl Display) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(bar) = bars.get(node) {
+                    bar.set_message(message.to_string());
+                }
+            }
+            None => self.printer.info(format!("{node}: {message}")),
+        }
+    }
+
+    /// `node` is done (or failed) with `message`.
+    pub fn finish(&self, node: &str, message: impl Display) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(bar) = bars.get(node) {
+                    bar.finish_with_message(message.to_string());
+                }
+            }
+            None => self.printer.info(format!("{node}: {message}")),
+        }
+    }
+
+    /// Clears the bars (before a summary or an error is printed).
+    pub fn clear(&self) {
+        if let Some((multi, bars)) = &self.bars {
+            for bar in bars.values() {
+                if !bar.is_finished() {
+                    bar.finish();
+                }
+            }
+            let _ = multi.clear();
+        }
+    }
+}
+
 /// The text of an error report: `error:`, `caused by:` lines, `hint:`.
 pub fn render_report(report: &Report) -> String {
     let mut s = format!("error: {}\n", report.message);

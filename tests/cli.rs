@@ -316,7 +316,8 @@ fn list_and_status_read_state() {
     let nodes = status["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
     assert_eq!(nodes[2]["name"], "dev-win1");
-    assert_eq!(nodes[2]["vm"], "planned");
+    assert_eq!(nodes[2]["vm"], "not created");
+    assert_eq!(nodes[2]["phase"], "planned");
     t.args(&["--cluster", "second", "status"])
         .run()
         .status(0)

@@ -39,7 +39,7 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
         let _lock = ClusterLock::acquire(&ctx.dirs, name, "devcluster destroy")?;
         let existed = ctx.dirs.cluster(name).exists();
         let st = state::load(&ctx.dirs, name).ok().flatten();
-        remove_machines(ctx, name, st.as_ref())?;
+        let had_vms = remove_machines(ctx, name, st.as_ref())?;
         // Before the state goes: if the kubeconfig cannot be edited (locked,
         // malformed), destroy stops with the cluster still known and can be
         // run again once that is fixed.
@@ -51,7 +51,7 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
             ));
         }
         state::remove(&ctx.dirs, name)?;
-        if existed {
+        if existed || had_vms {
             ctx.printer.info(format!("destroyed cluster {name}"));
         } else {
             ctx.printer
@@ -65,7 +65,7 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
 /// names plus any VM the provider knows as this cluster's (so a lost state
 /// file leaves nothing behind). Without a usable provider this is only an
 /// error if the state says VMs were created.
-fn remove_machines(ctx: &Ctx, name: &str, st: Option<&ClusterState>) -> anyhow::Result<()> {
+fn remove_machines(ctx: &Ctx, name: &str, st: Option<&ClusterState>) -> anyhow::Result<bool> {
     let defaults = Layer::from_env().over(Layer::defaults());
     let (kind, config) = match st {
         Some(s) => (
@@ -96,7 +96,7 @@ fn remove_machines(ctx: &Ctx, name: &str, st: Option<&ClusterState>) -> anyhow::
                 return Err(anyhow::Error::new(e)
                     .context(format!("cannot delete the VMs of cluster {name}")));
             }
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
         let mut nodes: BTreeSet<String> = st
             .map(|s| s.plan.nodes.iter().map(|n| n.name.clone()).collect())
@@ -115,6 +115,7 @@ fn remove_machines(ctx: &Ctx, name: &str, st: Option<&ClusterState>) -> anyhow::
         }
         provider.remove_storage(name).await?;
         provider.remove_network(name).await?;
+        let found = !nodes.is_empty() && st.is_none();
         if !nodes.is_empty() {
             ctx.printer.info(format!(
                 "deleted VMs {} and the network of cluster {name} ({})",
@@ -122,7 +123,7 @@ fn remove_machines(ctx: &Ctx, name: &str, st: Option<&ClusterState>) -> anyhow::
                 provider.kind()
             ));
         }
-        Ok(())
+        Ok(found)
     });
     runtime.shutdown_background();
     r.map_err(|e| {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Ctx;
 use crate::error::ExitStatus;
+use crate::machines;
 use crate::providers::{self, Provider, ProviderConfig, Shutdown};
 use crate::state::{self, ClusterLock, ClusterState};
 
@@ -78,9 +79,41 @@ pub fn run(ctx: &Ctx, op: Op) -> anyhow::Result<ExitStatus> {
                 }
             }
         }
-        failed.map_or(Ok(()), Err)
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match op {
+            Op::Start => after_start(ctx, &st).await,
+            Op::Resume => after_resume(ctx, &st).await,
+            _ => Ok(()),
+        }
     });
     runtime.shutdown_background();
     result?;
     Ok(ExitStatus::Success)
+}
+
+/// After a boot: wait for SSH on every node and run its steps; all are done
+/// already, so they are skipped (the log says so) unless one was not.
+async fn after_start(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<()> {
+    let secrets = crate::pki::ensure(&ctx.dirs, &st.plan)?;
+    let mut st = st.clone();
+    super::provision(ctx, &mut st, &secrets).await
+}
+
+/// After a restore: step the guest clocks to the host's and check SSH.
+async fn after_resume(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<()> {
+    let secrets = crate::pki::ensure(&ctx.dirs, &st.plan)?;
+    for (node, r) in machines::sync_clocks(&st.plan, &secrets, Duration::from_secs(180)).await {
+        match r {
+            Ok(skew) => ctx.printer.info(format!(
+                "{node}: clock was {skew:+.1} s off; set to the host's time"
+            )),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("{node} does not answer SSH after resume")));
+            }
+        }
+    }
+    Ok(())
 }

@@ -58,3 +58,81 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .context("starting the async runtime")
 }
+
+/// How long a node may take from start to answering SSH (software
+/// emulation boots take a minute or two).
+pub const SSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Per node, in parallel: wait for SSH, run the node's steps (skipping
+/// those done), with progress on the terminal and the state saved after
+/// every event, so a kill or Ctrl-C leaves a state `up` continues from.
+/// Nodes that finish become ready; a failed step is reported with the last
+/// lines of the node's log.
+pub async fn provision(
+    ctx: &Ctx,
+    st: &mut crate::state::ClusterState,
+    secrets: &crate::pki::ClusterSecrets,
+) -> anyhow::Result<()> {
+    use crate::machines::{self, ProvisionError};
+    use crate::state::{self, NodePhase};
+    let done = st
+        .nodes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.completed_steps.clone()))
+        .collect();
+    let plan = st.plan.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress =
+        crate::ui::NodeProgress::new(ctx.printer, plan.nodes.iter().map(|n| n.name.as_str()));
+    let work = machines::provision_all(&ctx.dirs, &plan, secrets, &done, SSH_TIMEOUT, tx);
+    tokio::pin!(work);
+    let results = loop {
+        tokio::select! {
+            Some((node, ev)) = rx.recv() => {
+                machines::apply_event(st, &node, &ev, &progress);
+                state::save(&ctx.dirs, st)?;
+            }
+            results = &mut work => break results,
+            _ = tokio::signal::ctrl_c() => {
+                progress.clear();
+                state::save(&ctx.dirs, st)?;
+                return Err(crate::error::UserError::new(format!(
+                    "interrupted: cluster {} is partly provisioned",
+                    st.name
+                ))
+                .hint("run `devcluster up` again to continue, or `devcluster destroy` to remove it")
+                .into());
+            }
+        }
+    };
+    while let Ok((node, ev)) = rx.try_recv() {
+        machines::apply_event(st, &node, &ev, &progress);
+    }
+    progress.clear();
+    let mut first_err: Option<ProvisionError> = None;
+    for (node, r) in results {
+        match r {
+            Ok(()) => {
+                let ns = st.nodes.entry(node).or_default();
+                ns.phase = NodePhase::Ready;
+                ns.failed_step = None;
+            }
+            Err(e) => {
+                if let Some(ns) = st.nodes.get_mut(&node) {
+                    ns.phase = NodePhase::Failed;
+                }
+                if let ProvisionError::Step(step) = &e
+                    && !step.tail().is_empty()
+                {
+                    ctx.printer.info(format!("last lines of {node}'s log:"));
+                    for line in step.tail() {
+                        ctx.printer.info(format!("  {line}"));
+                    }
+                }
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    state::save(&ctx.dirs, st)?;
+    first_err.map_or(Ok(()), |e| Err(e.into()))
+}

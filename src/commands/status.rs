@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::cli::OutputArgs;
 use crate::error::ExitStatus;
-use crate::state;
+use crate::state::{self, ClusterState, NodePhase};
 use crate::ui::{self, OutputFormat};
 
 #[derive(Debug, Serialize)]
@@ -14,9 +14,14 @@ pub struct NodeStatus {
     pub role: String,
     pub os: String,
     pub ip: String,
-    /// What the VM is: from the provider when one manages it, else the
-    /// node's phase from state (`planned` before a VM exists).
+    /// What the VM is, from the provider (`absent`, `running`, `off`,
+    /// `suspended`, ...); `not created` before `up` made it.
     pub vm: String,
+    /// Where the node is in devcluster's own work: planned, created,
+    /// ready, failed.
+    pub phase: String,
+    /// Whether the node's SSH port answers (only asked of running VMs).
+    pub ssh: Option<bool>,
     /// Node readiness in Kubernetes, when known.
     pub kubernetes: Option<String>,
     pub last_step: Option<String>,
@@ -52,13 +57,19 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                     role: n.role.as_str().into(),
                     os: n.os.as_str().into(),
                     ip: n.ip.to_string(),
-                    vm: ns.phase.as_str().into(),
+                    vm: "not created".into(),
+                    phase: ns.phase.as_str().into(),
+                    ssh: None,
                     kubernetes: None,
                     last_step: ns.last_step().map(str::to_string),
                 }
             })
             .collect(),
     };
+    let mut status = status;
+    if s.nodes.values().any(|n| n.phase != NodePhase::Planned) {
+        live(ctx, &s, &mut status)?;
+    }
     match args.output {
         OutputFormat::Json => ctx.printer.json(&status)?,
         OutputFormat::Table => {
@@ -72,6 +83,12 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                         n.os.clone(),
                         n.ip.clone(),
                         n.vm.clone(),
+                        match n.ssh {
+                            Some(true) => "yes".into(),
+                            Some(false) => "no".into(),
+                            None => "-".into(),
+                        },
+                        n.phase.clone(),
                         n.kubernetes.clone().unwrap_or_else(|| "-".into()),
                         n.last_step.clone().unwrap_or_else(|| "-".into()),
                     ]
@@ -84,11 +101,55 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                 status.kubernetes_version,
                 status.api_endpoint,
                 ui::table(
-                    &["NODE", "ROLE", "OS", "IP", "VM", "KUBERNETES", "LAST STEP"],
+                    &[
+                        "NODE",
+                        "ROLE",
+                        "OS",
+                        "IP",
+                        "VM",
+                        "SSH",
+                        "PHASE",
+                        "KUBERNETES",
+                        "LAST STEP"
+                    ],
                     &rows
                 )
             ));
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// Asks the provider for each VM's state and probes SSH of running ones.
+/// Only for clusters whose VMs were created: a planned cluster answers from
+/// its state file alone (fast).
+fn live(ctx: &Ctx, st: &ClusterState, status: &mut ClusterStatus) -> anyhow::Result<()> {
+    let runtime = super::runtime()?;
+    let r = runtime.block_on(async {
+        let provider = match super::lifecycle::cluster_provider(ctx, st).await {
+            Ok(p) => p,
+            Err(e) => {
+                for n in &mut status.nodes {
+                    n.vm = format!("unknown ({e})");
+                }
+                return Ok(());
+            }
+        };
+        for n in &mut status.nodes {
+            let state = provider.state(&n.name).await?;
+            n.vm = state.to_string();
+            if state == crate::providers::VmState::Running {
+                let addr = std::net::SocketAddr::new(n.ip.parse()?, 22);
+                let probe = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await;
+                n.ssh = Some(matches!(probe, Ok(Ok(_))));
+            }
+        }
+        anyhow::Ok(())
+    });
+    runtime.shutdown_background();
+    r
 }

@@ -108,6 +108,9 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs) -> anyhow::Result<ExitStatus> {
         }
         state::save(&ctx.dirs, &st)?;
         r?;
+
+        // Per node, in parallel: SSH with the pinned host key, then steps.
+        super::provision(ctx, &mut st, &secrets).await?;
         anyhow::Ok(())
     });
     runtime.shutdown_background();

@@ -126,6 +126,9 @@ pub struct Libvirt {
     /// Marks complete base-image uploads (an upload cut short leaves a
     /// volume that must not be used).
     upload_marks: PathBuf,
+    /// Nodes are created in parallel; the first uploads the shared base
+    /// image, the others wait for it.
+    base_upload: Arc<std::sync::Mutex<()>>,
 }
 
 impl Libvirt {
@@ -160,6 +163,7 @@ impl Libvirt {
             cache_dir: config.cache_dir.clone(),
             storage_root,
             upload_marks: config.cache_dir.join("libvirt-uploads"),
+            base_upload: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
@@ -195,7 +199,7 @@ fn domain_state(d: &Domain, name: &str) -> Result<VmState> {
     use virt::domain::DomainState as S;
     let (state, _) = d
         .state()
-        .map_err(err("reading the state", format!("VM {name}")))?;
+        .map_err(err("reading the state of", format!("VM {name}")))?;
     Ok(match state {
         virt::enumutil::Enum::Known(S::Running | S::Blocked) => VmState::Running,
         virt::enumutil::Enum::Known(S::Paused | S::PMSuspended) => VmState::Paused,
@@ -208,6 +212,16 @@ fn domain_state(d: &Domain, name: &str) -> Result<VmState> {
         }
         _ => VmState::Other,
     })
+}
+
+/// Resumes a paused VM. A domain libvirt is still starting also reads as
+/// paused, and then finishes by itself: "already running" is success.
+fn unpause(d: &Domain, name: &str) -> Result<()> {
+    match d.resume() {
+        Ok(_) => Ok(()),
+        Err(e) if is_invalid_op(&e) && domain_state(d, name)? == VmState::Running => Ok(()),
+        Err(e) => Err(ProviderError::op("resuming", format!("VM {name}"), e)),
+    }
 }
 
 /// Finds or creates (defines, builds, starts, autostarts) a dir pool.
@@ -256,7 +270,7 @@ fn upload(conn: &Connect, vol: &StorageVol, len: u64, mut read: impl std::io::Re
     if conn.uri().map(|u| u.starts_with("test:")).unwrap_or(false) {
         return Ok(());
     }
-    let stream = Stream::new(conn, 0).map_err(err("opening an upload stream", name.clone()))?;
+    let stream = Stream::new(conn, 0).map_err(err("opening an upload stream for", name.clone()))?;
     vol.upload(&stream, 0, len, 0)
         .map_err(err("uploading", name.clone()))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -281,6 +295,77 @@ fn upload(conn: &Connect, vol: &StorageVol, len: u64, mut read: impl std::io::Re
     stream
         .finish()
         .map_err(err("finishing the upload of", name))
+}
+
+/// The base image's volume in the shared pool, uploading it if absent or
+/// if an earlier upload never finished. Another process uploading the same
+/// image at the same time is waited for (its completion mark appears).
+fn ensure_base(
+    conn: &Connect,
+    vm: &VmSpec,
+    images_path: &str,
+    marks: &std::path::Path,
+) -> Result<StorageVol> {
+    let images = ensure_pool(conn, IMAGES_POOL, images_path)?;
+    let base_name = format!(
+        "{}-{}.qcow2",
+        vm.base.name,
+        &vm.base.sha256[..16.min(vm.base.sha256.len())]
+    );
+    let mark = marks.join(format!(
+        "{}.done",
+        xml::uuid_for(
+            "volume",
+            &format!("{}/{base_name}", conn.uri().unwrap_or_default())
+        )
+    ));
+    if let Some(v) = lookup_vol(&images, &base_name)? {
+        if mark.exists() {
+            return Ok(v);
+        }
+        // An upload that never finished.
+        let _ = v.delete(0);
+    }
+    let len = std::fs::metadata(&vm.base.path)
+        .map_err(|e| ProviderError::op("reading", vm.base.path.display().to_string(), e))?
+        .len();
+    let v = match StorageVol::create_xml(
+        &images,
+        &xml::plain_volume_xml(&base_name, len, "qcow2"),
+        0,
+    ) {
+        Ok(v) => v,
+        Err(e)
+            if matches!(
+                e.code(),
+                virt::enumutil::Enum::Known(ErrorNumber::StorageVolExist)
+            ) =>
+        {
+            // Another process is uploading it: wait for its mark.
+            let deadline = Instant::now() + Duration::from_secs(1800);
+            while !mark.exists() {
+                if Instant::now() > deadline {
+                    return Err(ProviderError::op("waiting for the upload of", base_name, e));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            return lookup_vol(&images, &base_name)?
+                .ok_or_else(|| ProviderError::Invalid(format!("volume {base_name} vanished")));
+        }
+        Err(e) => {
+            return Err(ProviderError::op(
+                "creating",
+                format!("volume {base_name}"),
+                e,
+            ));
+        }
+    };
+    let file = std::fs::File::open(&vm.base.path)
+        .map_err(|e| ProviderError::op("reading", vm.base.path.display().to_string(), e))?;
+    upload(conn, &v, len, std::io::BufReader::new(file))?;
+    crate::fsutil::atomic_write(&mark, b"", crate::fsutil::Access::Normal)
+        .map_err(|e| ProviderError::op("recording the upload of", base_name, e))?;
+    Ok(v)
 }
 
 fn delete_vol(pool: &StoragePool, name: &str) -> Result<()> {
@@ -508,6 +593,7 @@ impl Provider for Libvirt {
         let images_path = self.images_pool_path();
         let pool_path = self.cluster_pool_path(&vm.cluster);
         let marks = self.upload_marks.clone();
+        let base_upload = self.base_upload.clone();
         let domain_type = match self.domain_type.get() {
             Some(t) => *t,
             None => {
@@ -520,48 +606,11 @@ impl Provider for Libvirt {
                 return Ok(());
             }
             // The base image, uploaded once per content hash.
-            let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
-            let base_name = format!(
-                "{}-{}.qcow2",
-                vm.base.name,
-                &vm.base.sha256[..16.min(vm.base.sha256.len())]
-            );
-            let mark = marks.join(format!(
-                "{}.done",
-                xml::uuid_for(
-                    "volume",
-                    &format!("{}/{base_name}", conn.uri().unwrap_or_default())
-                )
-            ));
-            let base = match lookup_vol(&images, &base_name)? {
-                Some(v) if mark.exists() => v,
-                existing => {
-                    if let Some(v) = existing {
-                        // An upload that never finished.
-                        let _ = v.delete(0);
-                    }
-                    let len = std::fs::metadata(&vm.base.path)
-                        .map_err(|e| {
-                            ProviderError::op("reading", vm.base.path.display().to_string(), e)
-                        })?
-                        .len();
-                    let v = StorageVol::create_xml(
-                        &images,
-                        &xml::plain_volume_xml(&base_name, len, "qcow2"),
-                        0,
-                    )
-                    .map_err(err("creating", format!("volume {base_name}")))?;
-                    let file = std::fs::File::open(&vm.base.path).map_err(|e| {
-                        ProviderError::op("reading", vm.base.path.display().to_string(), e)
-                    })?;
-                    upload(conn, &v, len, std::io::BufReader::new(file))?;
-                    crate::fsutil::atomic_write(&mark, b"", crate::fsutil::Access::Normal)
-                        .map_err(|e| {
-                            ProviderError::op("recording the upload of", base_name.clone(), e)
-                        })?;
-                    v
-                }
+            let base = {
+                let _one_at_a_time = base_upload.lock().unwrap_or_else(|e| e.into_inner());
+                ensure_base(conn, &vm, &images_path, &marks)?
             };
+            let base_name = base.name().unwrap_or_default();
             let base_path = base
                 .path()
                 .map_err(err("locating", format!("volume {base_name}")))?;
@@ -615,10 +664,7 @@ impl Provider for Libvirt {
                 lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
             match domain_state(&d, &name)? {
                 VmState::Running => Ok(()),
-                VmState::Paused => d
-                    .resume()
-                    .map(|_| ())
-                    .map_err(err("resuming", format!("VM {name}"))),
+                VmState::Paused => unpause(&d, &name),
                 _ => d
                     .create()
                     .map(|_| ())
@@ -684,10 +730,7 @@ impl Provider for Libvirt {
                 lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
             match domain_state(&d, &name)? {
                 VmState::Running => Ok(()),
-                VmState::Paused => d
-                    .resume()
-                    .map(|_| ())
-                    .map_err(err("resuming", format!("VM {name}"))),
+                VmState::Paused => unpause(&d, &name),
                 VmState::Saved => d
                     .create()
                     .map(|_| ())

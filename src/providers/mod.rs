@@ -172,7 +172,7 @@ pub enum ProviderError {
     },
     #[error("no usable provider on this host ({tried})")]
     NoneUsable { tried: String, fix: Option<String> },
-    #[error("{op} of {what} failed")]
+    #[error("{op} {what} failed")]
     Op {
         op: &'static str,
         what: String,
