@@ -116,6 +116,16 @@ if [[ $before != "$after" ]] && pid_alive /run/libvirtd.pid libvirtd; then
     stop_daemon /run/libvirtd.pid libvirtd
 fi
 
+# Without udev (containers, CI machines) /dev/kvm stays root:root 0600. The
+# QEMU capability probe runs as root and sees KVM, libvirt's cache check
+# runs as libvirt-qemu and does not, so every domain definition re-probes
+# QEMU (seconds each, and it can wedge libvirtd). Give it the mode udev's
+# rule gives it everywhere else; VMs still run under TCG where KVM hangs.
+if [[ -c /dev/kvm ]] && getent group kvm >/dev/null; then
+    chgrp kvm /dev/kvm
+    chmod 0660 /dev/kvm
+fi
+
 if pid_alive /run/virtlogd.pid virtlogd; then
     log "virtlogd already running (pid $(</run/virtlogd.pid))"
 else
