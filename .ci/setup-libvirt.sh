@@ -36,6 +36,16 @@ packages=(
     openssh-client     # ssh, ssh-keygen
     python3            # JSON from virsh qemu-agent-command in smoke.sh
 )
+# `--runtime-only` (scripts/install.sh): what devcluster itself needs to
+# build and run, without the test-image and test tools.
+if [[ ${1:-} == --runtime-only ]]; then
+    packages=(
+        libvirt-daemon-system libvirt-clients libvirt-dev
+        qemu-system-x86 qemu-utils ovmf dnsmasq-base iproute2
+        openssh-client
+    )
+fi
+
 # QEMU packages must all come from one source build: some machines carry a
 # backported qemu-utils (10.x) whose Breaks: qemu-system-common (<< 8.0)
 # makes bookworm's qemu-system-x86 (7.2) uninstallable next to it.

@@ -150,6 +150,22 @@ fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::state::StateError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::machines::ProvisionError>() {
+        // Transparent: the step or SSH error inside is not in the chain.
+        return match e {
+            crate::machines::ProvisionError::Step(s) => s.hint(),
+            crate::machines::ProvisionError::Ssh(s) => s.hint(),
+            crate::machines::ProvisionError::Log(_) => None,
+        };
+    }
+    if let Some(e) = err.downcast_ref::<crate::machines::MachinesError>() {
+        return match e {
+            crate::machines::MachinesError::Image(i) => i.hint(),
+            crate::machines::MachinesError::Network(p)
+            | crate::machines::MachinesError::Provider { source: p, .. } => p.hint(),
+            _ => None,
+        };
+    }
     if let Some(e) = err.downcast_ref::<crate::providers::ProviderError>() {
         return e.hint();
     }

@@ -472,3 +472,26 @@ fn images_import_and_list() {
         .status(1)
         .stderr_has("invalid image name");
 }
+
+/// `up` refuses a cluster it cannot create (no usable provider on this
+/// host, or no such image) before writing anything.
+#[test]
+fn up_that_cannot_create_writes_nothing() {
+    let mut t = Test::new();
+    t.file(
+        "devcluster.toml",
+        "[network]\nnode_cidr = \"192.168.151.0/24\"\n[linux]\nimage = \"no-such-image\"\n",
+    );
+    let run = t.args(&["up", "--workers", "0"]).run().status(1);
+    assert!(
+        run.stderr.contains("image no-such-image is not known")
+            || run.stderr.contains("no usable provider"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !t.dirs().clusters().exists(),
+        "wrote {:?}",
+        files_under(&t.home())
+    );
+}

@@ -38,45 +38,46 @@ pub fn up(ctx: &Ctx, args: &UpArgs, matches: &ArgMatches) -> anyhow::Result<Exit
 /// The real `up`: state, secrets, provider, images, VMs.
 fn create(ctx: &Ctx, plan: Plan, args: &UpArgs) -> anyhow::Result<ExitStatus> {
     let p = &ctx.printer;
-    let mut st = match state::load(&ctx.dirs, &plan.cluster)? {
-        Some(existing) => {
+    let existing = state::load(&ctx.dirs, &plan.cluster)?;
+    let plan = match existing {
+        Some(ref e) => {
             let names = |pl: &Plan| pl.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
-            if names(&existing.plan) != names(&plan) {
+            if names(&e.plan) != names(&plan) {
                 p.warn(format!(
                     "cluster {} exists with nodes {}: continuing it as it was planned",
                     plan.cluster,
-                    names(&existing.plan).join(", ")
+                    names(&e.plan).join(", ")
                 ));
             }
-            existing
+            e.plan.clone()
         }
-        None => {
-            let s = ClusterState::new(plan);
-            state::save(&ctx.dirs, &s)?;
-            s
-        }
+        None => plan,
     };
     let started = Instant::now();
-    let secrets = pki::ensure(&ctx.dirs, &st.plan)
-        .context("preparing the cluster's keys and certificates")?;
     let runtime = super::runtime()?;
     let config = ProviderConfig {
-        libvirt_uri: st.plan.libvirt.uri.clone(),
-        libvirt_domain_type: st.plan.libvirt.domain_type,
+        libvirt_uri: plan.libvirt.uri.clone(),
+        libvirt_domain_type: plan.libvirt.domain_type,
         cache_dir: ctx.dirs.cache.clone(),
     };
     let result = runtime.block_on(async {
-        let (provider, skipped) = providers::select(st.plan.provider, &config).await?;
+        // Everything that can refuse the cluster comes before anything is
+        // written: the provider, and every node's image.
+        let (provider, skipped) = providers::select(plan.provider, &config).await?;
         for d in &skipped {
             p.info(format!("skipped provider {}: {}", d.kind, d.detail));
         }
-        let bases = machines::resolve_bases(&ctx.dirs, &st.plan, provider.kind())?;
-        for notice in provider.prepare_create().await? {
-            p.warn(notice);
-        }
+        let bases = machines::resolve_bases(&ctx.dirs, &plan, provider.kind())?;
+
+        let mut st = existing.unwrap_or_else(|| ClusterState::new(plan));
         if st.plan.provider != provider.kind() {
             st.plan.provider = provider.kind();
-            state::save(&ctx.dirs, &st)?;
+        }
+        state::save(&ctx.dirs, &st)?;
+        let secrets = pki::ensure(&ctx.dirs, &st.plan)
+            .context("preparing the cluster's keys and certificates")?;
+        for notice in provider.prepare_create().await? {
+            p.warn(notice);
         }
         let vms = st
             .plan
@@ -111,10 +112,10 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs) -> anyhow::Result<ExitStatus> {
 
         // Per node, in parallel: SSH with the pinned host key, then steps.
         super::provision(ctx, &mut st, &secrets).await?;
-        anyhow::Ok(())
+        anyhow::Ok(st)
     });
     runtime.shutdown_background();
-    result?;
+    let st = result?;
     p.out(summary(&st, started.elapsed()));
     if args.no_kubernetes {
         return Ok(ExitStatus::Success);
