@@ -59,3 +59,18 @@ fn shell_provisioners_are_bash_with_strict_mode() {
         );
     }
 }
+
+/// The seed and prepare-os.sh manage the same block of /etc/hosts.
+#[test]
+fn hosts_markers_agree() {
+    let script = devcluster::provision::steps::PREPARE_OS_SCRIPT;
+    for marker in [
+        devcluster::seed::cloud_init::HOSTS_BEGIN,
+        devcluster::seed::cloud_init::HOSTS_END,
+    ] {
+        assert!(
+            script.contains(&format!("\"{marker}\"")),
+            "prepare-os.sh lacks {marker:?}"
+        );
+    }
+}

@@ -225,28 +225,27 @@ fn unpause(d: &Domain, name: &str) -> Result<()> {
 }
 
 /// Finds or creates (defines, builds, starts, autostarts) a dir pool.
+/// Nodes are created in parallel (and other clusters' `up` may run), so
+/// each step accepts that someone else just did it.
 fn ensure_pool(conn: &Connect, name: &str, path: &str) -> Result<StoragePool> {
-    let pool = match conn.lookup_storage_pool_by_name(name) {
+    let lookup = || conn.lookup_storage_pool_by_name(name);
+    let pool = match lookup() {
         Ok(p) => p,
-        Err(e) if is_missing(&e) => {
-            let p = conn
-                .define_storage_pool_xml(&xml::pool_xml(name, path), 0)
-                .map_err(err("defining", format!("storage pool {name}")))?;
-            p.build(0)
-                .map_err(err("building", format!("storage pool {name}")))?;
-            p
-        }
-        Err(e) => {
-            return Err(ProviderError::op(
-                "looking up",
-                format!("storage pool {name}"),
-                e,
-            ));
-        }
+        Err(e) if is_missing(&e) => match conn.define_storage_pool_xml(&xml::pool_xml(name, path), 0) {
+            Ok(p) => {
+                // Creates the directory; fails harmlessly when it exists.
+                let _ = p.build(0);
+                p
+            }
+            Err(e) => lookup().map_err(|_| ProviderError::op("defining", format!("storage pool {name}"), e))?,
+        },
+        Err(e) => return Err(ProviderError::op("looking up", format!("storage pool {name}"), e)),
     };
-    if !pool.is_active().unwrap_or(false) {
-        pool.create(0)
-            .map_err(err("starting", format!("storage pool {name}")))?;
+    if !pool.is_active().unwrap_or(false)
+        && let Err(e) = pool.create(0)
+        && !pool.is_active().unwrap_or(false)
+    {
+        return Err(ProviderError::op("starting", format!("storage pool {name}"), e));
     }
     let _ = pool.set_autostart(true);
     let _ = pool.refresh(0);

@@ -279,6 +279,11 @@ struct WriteFileEntry<'a> {
 
 /// The contents of `/etc/hosts`: localhost, then every cluster node (the
 /// node itself with its FQDN when it has one).
+/// The block of `/etc/hosts` that devcluster owns. `prepare-os.sh` manages
+/// the same block (same markers), so the two writers never duplicate lines.
+pub const HOSTS_BEGIN: &str = "# BEGIN devcluster";
+pub const HOSTS_END: &str = "# END devcluster";
+
 pub fn etc_hosts(seed: &LinuxSeed) -> String {
     let mut out = String::from(
         "# Written by devcluster at first boot.\n\
@@ -291,6 +296,8 @@ pub fn etc_hosts(seed: &LinuxSeed) -> String {
     if !hosts.iter().any(|(name, _)| *name == seed.hostname) {
         hosts.insert(0, (seed.hostname.clone(), seed.ip));
     }
+    out.push_str(HOSTS_BEGIN);
+    out.push('\n');
     for (name, ip) in &hosts {
         match &seed.fqdn {
             Some(fqdn) if *name == seed.hostname && fqdn != name => {
@@ -299,6 +306,8 @@ pub fn etc_hosts(seed: &LinuxSeed) -> String {
             _ => out.push_str(&format!("{ip} {name}\n")),
         }
     }
+    out.push_str(HOSTS_END);
+    out.push('\n');
     out
 }
 
