@@ -12,8 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${DEVCLUSTER_TEST_IMAGE:?set DEVCLUSTER_TEST_IMAGE (testdata/guest/build.sh prints it)}
 runs=${1:-1}
-cargo build --release --quiet
-bin=$PWD/target/release/devcluster
+# DEVCLUSTER_BIN=target/debug/devcluster skips the release build (the VM's
+# boot dominates either way).
+if [[ -n ${DEVCLUSTER_BIN:-} ]]; then
+  bin=$(realpath "$DEVCLUSTER_BIN")
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/devcluster
+fi
 virsh="virsh -q -c qemu:///system"
 ip=192.168.235.10
 now() { date +%s.%N; }

@@ -157,13 +157,10 @@ impl Drop for Cleanup {
             virsh(&["undefine", vm, "--nvram", "--managed-save"]);
         }
         let pool = format!("devcluster-{}", self.0);
-        let (_, vols) = virsh(&["vol-list", &pool, "--name"]);
-        for v in vols.lines().filter(|l| !l.trim().is_empty()) {
-            virsh(&["vol-delete", v.trim(), "--pool", &pool]);
-        }
         virsh(&["pool-destroy", &pool]);
-        virsh(&["pool-delete", &pool]);
         virsh(&["pool-undefine", &pool]);
+        // Disks left behind would be picked up again by the next run.
+        let _ = std::fs::remove_dir_all(format!("/var/lib/libvirt/images/{pool}"));
         virsh(&["net-destroy", &pool]);
         virsh(&["net-undefine", &pool]);
     }

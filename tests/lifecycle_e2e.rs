@@ -29,14 +29,11 @@ impl Drop for Cleanup {
             virsh(&["destroy", vm]);
             virsh(&["undefine", vm, "--nvram", "--managed-save"]);
         }
-        for v in virsh(&["vol-list", "devcluster-lc", "--name"]).lines() {
-            if !v.trim().is_empty() {
-                virsh(&["vol-delete", v.trim(), "--pool", "devcluster-lc"]);
-            }
-        }
-        for cmd in ["pool-destroy", "pool-delete", "pool-undefine"] {
+        for cmd in ["pool-destroy", "pool-undefine"] {
             virsh(&[cmd, "devcluster-lc"]);
         }
+        // Disks left behind would be picked up again by the next run.
+        let _ = std::fs::remove_dir_all("/var/lib/libvirt/images/devcluster-lc");
         virsh(&["net-destroy", "devcluster-lc"]);
         virsh(&["net-undefine", "devcluster-lc"]);
     }

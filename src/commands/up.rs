@@ -68,6 +68,25 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs) -> anyhow::Result<ExitStatus> {
             p.info(format!("skipped provider {}: {}", d.kind, d.detail));
         }
         let bases = machines::resolve_bases(&ctx.dirs, &plan, provider.kind())?;
+        if existing.is_none() {
+            // A new cluster starts clean: VMs of the same name without a
+            // state file are someone's (a lost state): refuse to adopt them;
+            // disks left in its storage are nobody's: drop them.
+            let orphans = provider.cluster_vms(&plan.cluster).await?;
+            if !orphans.is_empty() {
+                return Err(UserError::new(format!(
+                    "VMs of a cluster {} exist ({}) but devcluster has no state for it",
+                    plan.cluster,
+                    orphans.join(", ")
+                ))
+                .hint(format!(
+                    "remove them with `devcluster --cluster {} destroy`, then run up again",
+                    plan.cluster
+                ))
+                .into());
+            }
+            provider.remove_storage(&plan.cluster).await?;
+        }
 
         let mut st = existing.unwrap_or_else(|| ClusterState::new(plan));
         if st.plan.provider != provider.kind() {

@@ -231,21 +231,34 @@ fn ensure_pool(conn: &Connect, name: &str, path: &str) -> Result<StoragePool> {
     let lookup = || conn.lookup_storage_pool_by_name(name);
     let pool = match lookup() {
         Ok(p) => p,
-        Err(e) if is_missing(&e) => match conn.define_storage_pool_xml(&xml::pool_xml(name, path), 0) {
+        Err(e) if is_missing(&e) => match conn
+            .define_storage_pool_xml(&xml::pool_xml(name, path), 0)
+        {
             Ok(p) => {
                 // Creates the directory; fails harmlessly when it exists.
                 let _ = p.build(0);
                 p
             }
-            Err(e) => lookup().map_err(|_| ProviderError::op("defining", format!("storage pool {name}"), e))?,
+            Err(e) => lookup()
+                .map_err(|_| ProviderError::op("defining", format!("storage pool {name}"), e))?,
         },
-        Err(e) => return Err(ProviderError::op("looking up", format!("storage pool {name}"), e)),
+        Err(e) => {
+            return Err(ProviderError::op(
+                "looking up",
+                format!("storage pool {name}"),
+                e,
+            ));
+        }
     };
     if !pool.is_active().unwrap_or(false)
         && let Err(e) = pool.create(0)
         && !pool.is_active().unwrap_or(false)
     {
-        return Err(ProviderError::op("starting", format!("storage pool {name}"), e));
+        return Err(ProviderError::op(
+            "starting",
+            format!("storage pool {name}"),
+            e,
+        ));
     }
     let _ = pool.set_autostart(true);
     let _ = pool.refresh(0);
@@ -823,10 +836,19 @@ impl Provider for Libvirt {
 
     async fn remove_storage(&self, cluster: &str) -> Result<()> {
         let name = xml::network_name(cluster);
+        let path = self.cluster_pool_path(cluster);
         self.blocking(move |conn| {
             let pool = match conn.lookup_storage_pool_by_name(&name) {
                 Ok(p) => p,
-                Err(e) if is_missing(&e) => return Ok(()),
+                // No pool, but maybe its directory with disks of a cluster
+                // whose pool was removed by hand: take it up again to empty
+                // it, or a new cluster of that name would find old disks.
+                Err(e) if is_missing(&e) => {
+                    if !std::path::Path::new(&path).exists() || !path.starts_with('/') {
+                        return Ok(());
+                    }
+                    ensure_pool(conn, &name, &path)?
+                }
                 Err(e) => {
                     return Err(ProviderError::op(
                         "looking up",
