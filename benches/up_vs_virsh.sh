@@ -61,7 +61,7 @@ for run in $(seq 1 "$runs"); do
   dc=$(awk -v a="$t0" -v b="$t1" -v s="$step_s" 'BEGIN { printf "%.1f", b - a - s }')
 
   # What devcluster made, for the same boot by hand.
-  $virsh dumpxml bench-cp > domain.xml
+  $virsh dumpxml --inactive bench-cp > domain.xml
   $virsh net-dumpxml devcluster-bench > network.xml
   $virsh vol-download --pool devcluster-bench bench-cp-seed.iso seed.iso
   base=$($virsh vol-list devcluster-images | awk '/guest-/ { print $2 }' | head -1)
@@ -71,8 +71,9 @@ for run in $(seq 1 "$runs"); do
   "$bin" -q --cluster bench destroy --yes
   sed -e "s|<disk type='volume' device='disk'>|<disk type='file' device='disk'>|" \
       -e "s|<disk type='volume' device='cdrom'>|<disk type='file' device='cdrom'>|" \
-      -e "s|<source pool='devcluster-bench' volume='bench-cp.qcow2'/>|<source file='$hand/disk.qcow2'/>|" \
-      -e "s|<source pool='devcluster-bench' volume='bench-cp-seed.iso'/>|<source file='$hand/seed.iso'/>|" \
+      -e "s|<source pool='devcluster-bench' volume='bench-cp.qcow2'[^/>]*/>|<source file='$hand/disk.qcow2'/>|" \
+      -e "s|<source pool='devcluster-bench' volume='bench-cp-seed.iso'[^/>]*/>|<source file='$hand/seed.iso'/>|" \
+      -e "s|<source path='[^']*serial.log'|<source path='$hand/serial.log'|" \
       domain.xml > domain-by-hand.xml
 
   t0=$(now)

@@ -195,6 +195,11 @@ fn lookup_domain(conn: &Connect, name: &str) -> Result<Option<Domain>> {
     }
 }
 
+/// The domain, or [`ProviderError::NoSuchVm`].
+fn existing_domain(conn: &Connect, name: &str) -> Result<Domain> {
+    lookup_domain(conn, name)?.ok_or_else(|| ProviderError::NoSuchVm(name.to_string()))
+}
+
 fn domain_state(d: &Domain, name: &str) -> Result<VmState> {
     use virt::domain::DomainState as S;
     let (state, _) = d
@@ -672,8 +677,7 @@ impl Provider for Libvirt {
     async fn start(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.blocking(move |conn| {
-            let d =
-                lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
+            let d = existing_domain(conn, &name)?;
             match domain_state(&d, &name)? {
                 VmState::Running => Ok(()),
                 VmState::Paused => unpause(&d, &name),
@@ -723,8 +727,7 @@ impl Provider for Libvirt {
     async fn suspend(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.blocking(move |conn| {
-            let d =
-                lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
+            let d = existing_domain(conn, &name)?;
             match domain_state(&d, &name)? {
                 VmState::Running | VmState::Paused => d
                     .managed_save(0)
@@ -738,8 +741,7 @@ impl Provider for Libvirt {
     async fn resume(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.blocking(move |conn| {
-            let d =
-                lookup_domain(conn, &name)?.ok_or_else(|| ProviderError::NoSuchVm(name.clone()))?;
+            let d = existing_domain(conn, &name)?;
             match domain_state(&d, &name)? {
                 VmState::Running => Ok(()),
                 VmState::Paused => unpause(&d, &name),
