@@ -71,6 +71,13 @@ impl Printer {
         let _ = out.flush();
     }
 
+    /// Bytes on stderr as they are (a remote command's stderr).
+    pub fn raw_err(&self, bytes: &[u8]) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(bytes);
+        let _ = err.flush();
+    }
+
     /// Pretty JSON on stdout.
     pub fn json<T: serde::Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(value)?;

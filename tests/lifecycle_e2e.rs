@@ -182,6 +182,23 @@ fn up_no_kubernetes_and_the_lifecycle() {
     t.args(&["--cluster", "lc", "ssh", "lc-w1", "--", "exit 7"])
         .run()
         .status(7);
+    // Without an ssh program, commands go over devcluster's own client.
+    let empty = t.root.path().join("no-ssh-here");
+    std::fs::create_dir_all(&empty).unwrap();
+    let own = t
+        .env("PATH", empty.to_str().unwrap())
+        .args(&[
+            "--cluster",
+            "lc",
+            "ssh",
+            "lc-w1",
+            "--",
+            "hostname; echo to-stderr >&2; exit 5",
+        ])
+        .run()
+        .status(5);
+    assert_eq!(own.stdout.trim(), "lc-w1");
+    assert!(own.stderr.contains("to-stderr"), "{}", own.stderr);
 
     // halt, start: same addresses, steps not rerun.
     t.args(&["--cluster", "lc", "halt"])

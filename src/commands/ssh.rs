@@ -12,11 +12,14 @@ use crate::pki::PkiPaths;
 use crate::seed::cloud_init::USER;
 use crate::state;
 
-/// The ssh command line for a node (also used by tests and `logs`).
-pub fn ssh_command(ctx: &Ctx, node: &str, command: &[String]) -> anyhow::Result<Command> {
+/// The node's plan entry, or an error listing the nodes there are.
+fn node_plan(
+    ctx: &Ctx,
+    node: &str,
+) -> anyhow::Result<(state::ClusterState, crate::plan::NodePlan)> {
     let cluster = ctx.cluster_name()?;
     let st = state::load_existing(&ctx.dirs, cluster)?;
-    let Some(n) = st.plan.node(node) else {
+    let Some(n) = st.plan.node(node).cloned() else {
         return Err(
             UserError::new(format!("cluster {cluster} has no node {node}"))
                 .hint(format!(
@@ -31,11 +34,18 @@ pub fn ssh_command(ctx: &Ctx, node: &str, command: &[String]) -> anyhow::Result<
                 .into(),
         );
     };
+    Ok((st, n))
+}
+
+/// The system ssh command line for a node.
+fn ssh_command(
+    ctx: &Ctx,
+    cluster: &str,
+    ssh: &std::path::Path,
+    n: &crate::plan::NodePlan,
+    command: &[String],
+) -> Command {
     let paths = PkiPaths::new(&ctx.dirs, cluster);
-    let ssh = which("ssh").ok_or_else(|| {
-        UserError::new("no `ssh` program found on PATH")
-            .hint("install the OpenSSH client (Debian/Ubuntu: apt install openssh-client; Windows: the OpenSSH Client optional feature)")
-    })?;
     let mut c = Command::new(ssh);
     c.arg("-i")
         .arg(paths.ssh_client_key())
@@ -58,18 +68,62 @@ pub fn ssh_command(ctx: &Ctx, node: &str, command: &[String]) -> anyhow::Result<
     if !command.is_empty() {
         c.arg("--").args(command);
     }
-    Ok(c)
+    c
 }
 
 pub fn ssh(ctx: &Ctx, args: &SshArgs) -> anyhow::Result<ExitStatus> {
-    let mut c = ssh_command(ctx, &args.node, &args.command)?;
-    let status = c.status()?;
-    Ok(match status.code() {
-        Some(0) => ExitStatus::Success,
-        Some(code) => ExitStatus::Child(u8::try_from(code).unwrap_or(1)),
-        // Killed by a signal.
-        None => ExitStatus::Failure,
+    let (st, n) = node_plan(ctx, &args.node)?;
+    let code = match which("ssh") {
+        Some(ssh) => {
+            let status = ssh_command(ctx, &st.name, &ssh, &n, &args.command).status()?;
+            // None: killed by a signal.
+            status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))
+        }
+        None if args.command.is_empty() => {
+            return Err(UserError::new("no `ssh` program found on PATH for an interactive shell")
+                .hint("install the OpenSSH client (Debian/Ubuntu: apt install openssh-client; Windows: the OpenSSH Client optional feature), or give a command: devcluster ssh NODE -- CMD")
+                .into());
+        }
+        // No ssh binary: run the command over our own SSH client.
+        None => russh_exec(ctx, &st, &n, &args.command)?,
+    };
+    Ok(if code == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Child(code)
     })
+}
+
+/// Runs a command on a node with devcluster's own SSH client (the pinned
+/// host key, our key), streaming its output; returns its exit code.
+fn russh_exec(
+    ctx: &Ctx,
+    st: &state::ClusterState,
+    n: &crate::plan::NodePlan,
+    command: &[String],
+) -> anyhow::Result<u8> {
+    use crate::provision::ssh::{Session, SshTarget, Stream};
+    let secrets = crate::pki::ensure(&ctx.dirs, &st.plan)?;
+    let target = SshTarget::for_node(n, &secrets)?;
+    let line = command
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let runtime = super::runtime()?;
+    let r = runtime.block_on(async {
+        let session = Session::connect(&target, std::time::Duration::from_secs(10)).await?;
+        let code = session
+            .exec(&line, None, |stream, bytes| match stream {
+                Stream::Stdout => ctx.printer.raw(bytes),
+                Stream::Stderr => ctx.printer.raw_err(bytes),
+            })
+            .await?;
+        let _ = session.close().await;
+        anyhow::Ok(code)
+    });
+    runtime.shutdown_background();
+    Ok(u8::try_from(r?).unwrap_or(1))
 }
 
 /// Finds a program on PATH (with Windows' executable extensions).
