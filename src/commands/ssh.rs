@@ -105,11 +105,9 @@ fn russh_exec(
     use crate::provision::ssh::{Session, SshTarget, Stream};
     let secrets = crate::pki::ensure(&ctx.dirs, &st.plan)?;
     let target = SshTarget::for_node(n, &secrets)?;
-    let line = command
-        .iter()
-        .map(|a| shell_quote(a))
-        .collect::<Vec<_>>()
-        .join(" ");
+    // As OpenSSH does: the arguments joined by spaces, parsed by the
+    // remote shell (`ssh NODE -- 'a; b'` and `ssh NODE -- a\; b` agree).
+    let line = command.join(" ");
     let runtime = super::runtime()?;
     let r = runtime.block_on(async {
         let session = Session::connect(&target, std::time::Duration::from_secs(10)).await?;
