@@ -184,6 +184,9 @@ fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::provision::SshError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::kube::client::KubeError>() {
+        return e.hint();
+    }
     None
 }
 

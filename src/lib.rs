@@ -13,6 +13,7 @@ pub mod error;
 pub mod fsutil;
 pub mod host;
 pub mod images;
+pub mod kube;
 pub mod kubeconfig;
 pub mod machines;
 pub mod net;

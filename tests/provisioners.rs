@@ -74,3 +74,210 @@ fn hosts_markers_agree() {
         );
     }
 }
+// ---- prepare-node.sh: containerd's configuration ------------------------------
+
+/// The config-editing functions of prepare-node.sh (between its `# >>>` and
+/// `# <<<` markers), run by themselves on a copy of `sample`.
+fn edit_containerd_config(sample: &str, times: usize) -> (String, String) {
+    let script = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/linux/prepare-node.sh"),
+    )
+    .unwrap();
+    let start = script
+        .find("\n# >>> containerd config editing")
+        .expect("start marker");
+    let end = script
+        .find("\n# <<< containerd config editing")
+        .expect("end marker");
+    let functions = &script[start..end];
+    let dir = tempfile::tempdir().unwrap();
+    let fns = dir.path().join("functions.sh");
+    std::fs::write(&fns, functions).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/containerd")
+            .join(sample),
+        &config,
+    )
+    .unwrap();
+    let mut layout = String::new();
+    for _ in 0..times {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(r#"set -euo pipefail; . "$1"; edit_containerd_config "$2" registry.k8s.io/pause:3.10.1 /opt/cni/bin"#)
+            .arg("bash")
+            .arg(&fns)
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        layout = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    }
+    (layout, std::fs::read_to_string(&config).unwrap())
+}
+
+fn table<'a>(doc: &'a toml::Table, path: &[&str]) -> &'a toml::Table {
+    let mut t = doc;
+    for key in path {
+        t = t
+            .get(*key)
+            .and_then(|v| v.as_table())
+            .unwrap_or_else(|| panic!("no table {key} in {path:?}"));
+    }
+    t
+}
+
+#[test]
+fn containerd_1_6_config_gets_systemd_cgroups_the_pause_image_and_opt_cni() {
+    let (layout, text) = edit_containerd_config("default-1.6.toml", 1);
+    assert_eq!(layout, "1.x");
+    let doc: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let cri = table(&doc, &["plugins", "io.containerd.grpc.v1.cri"]);
+    assert_eq!(
+        cri["sandbox_image"].as_str(),
+        Some("registry.k8s.io/pause:3.10.1")
+    );
+    assert_eq!(
+        table(cri, &["cni"])["bin_dir"].as_str(),
+        Some("/opt/cni/bin")
+    );
+    let runc = table(cri, &["containerd", "runtimes", "runc", "options"]);
+    assert_eq!(runc["SystemdCgroup"].as_bool(), Some(true));
+    // Nothing else changed: three lines differ from the sample.
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/containerd/default-1.6.toml"),
+    )
+    .unwrap();
+    let changed = sample
+        .lines()
+        .zip(text.lines())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(changed, 3, "{text}");
+    assert_eq!(sample.lines().count(), text.lines().count());
+}
+
+#[test]
+fn containerd_2_config_gets_the_same_in_its_own_layout() {
+    for (sample, cni_key) in [
+        ("default-2.0.toml", "bin_dir"),
+        ("default-2.1.toml", "bin_dirs"),
+    ] {
+        let (layout, text) = edit_containerd_config(sample, 1);
+        assert_eq!(layout, "2.x", "{sample}");
+        let doc: toml::Table = text
+            .parse()
+            .unwrap_or_else(|e| panic!("{sample}: {e}\n{text}"));
+        let images = table(
+            &doc,
+            &["plugins", "io.containerd.cri.v1.images", "pinned_images"],
+        );
+        assert_eq!(
+            images["sandbox"].as_str(),
+            Some("registry.k8s.io/pause:3.10.1")
+        );
+        let runtime = table(&doc, &["plugins", "io.containerd.cri.v1.runtime"]);
+        let runc = table(runtime, &["containerd", "runtimes", "runc", "options"]);
+        // Not in the sample: added.
+        assert_eq!(runc["SystemdCgroup"].as_bool(), Some(true), "{sample}");
+        assert_eq!(runc["BinaryName"].as_str(), Some(""), "{sample}");
+        let cni = table(runtime, &["cni"]);
+        match cni_key {
+            "bin_dirs" => {
+                let dirs: Vec<&str> = cni["bin_dirs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                assert_eq!(dirs, ["/opt/cni/bin"]);
+                assert_eq!(cni["bin_dir"].as_str(), Some(""));
+            }
+            _ => assert_eq!(cni["bin_dir"].as_str(), Some("/opt/cni/bin")),
+        }
+        assert!(
+            text.contains("            ShimCgroup = ''\n            SystemdCgroup = true\n\n"),
+            "{sample}: the key goes right after the table's last one:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn editing_containerd_config_twice_changes_nothing_more() {
+    for sample in ["default-1.6.toml", "default-2.0.toml", "default-2.1.toml"] {
+        assert_eq!(
+            edit_containerd_config(sample, 1),
+            edit_containerd_config(sample, 2),
+            "{sample}"
+        );
+    }
+}
+
+// ---- join.sh: the bounded wait ------------------------------------------------
+
+/// join.sh against an API endpoint where nothing listens: it must give up
+/// after JOIN_TIMEOUT with a message naming the endpoint. It changes
+/// nothing before the API server answers, so it can run here (a stand-in
+/// `kubeadm` on PATH only satisfies its "is kubeadm installed" check and
+/// must never be called).
+#[test]
+fn join_gives_up_after_its_timeout_naming_the_endpoint() {
+    if Path::new("/etc/kubernetes").exists() {
+        panic!("this machine has /etc/kubernetes: not running join.sh on a Kubernetes node");
+    }
+    common::require_tool("curl");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let called = dir.path().join("kubeadm-called");
+    let stub = bin.join("kubeadm");
+    std::fs::write(
+        &stub,
+        format!("#!/bin/sh\ntouch '{}'\nexit 99\n", called.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("kubeadm-join.yaml");
+    std::fs::write(&config, "kind: JoinConfiguration\n").unwrap();
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/linux/join.sh"))
+        .env("PATH", path)
+        .env("KUBEADM_CONFIG", &config)
+        .env("API_ENDPOINT", &endpoint)
+        .env("JOIN_TIMEOUT", "3")
+        .env_remove("DEVCLUSTER_TEST_FAIL_STEP")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "join: timed out after 3s: the API server never answered (API server https://{endpoint};"
+        )),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        !called.exists(),
+        "kubeadm must not run before the API server answers"
+    );
+}

@@ -706,6 +706,86 @@ async fn steps_run_through_sudo_when_the_target_says_so() {
     secret_step_run(true).await;
 }
 
+const READS_FILES: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+for f in "$DIR/etc/app/config.yaml" "$DIR/etc/app/pki/ca.crt"; do
+  printf '%s %s sha:%s\n' "$(basename "$f")" "$(stat -c %a "$f")" "$(sha256sum "$f" | cut -d' ' -f1)"
+done
+"#;
+
+#[tokio::test]
+async fn step_files_are_uploaded_with_their_modes_before_the_script_runs() {
+    let fx = fx();
+    let sshd = fx.sshd();
+    let session = fx.session(&sshd).await;
+    let dir = fx.guest.path().join("root");
+    let dir_s = dir.to_str().unwrap();
+    let config = "token: f1l3-s3cr3t.0123456789abcdef\n";
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let step = Step::new("files", READS_FILES)
+        .env("DIR", dir_s)
+        // Directories that do not exist yet, and a file that does with
+        // another mode and content: replaced.
+        .file(
+            format!("{dir_s}/etc/app/config.yaml"),
+            Secret::new(config),
+            0o600,
+        )
+        .file(
+            format!("{dir_s}/etc/app/pki/ca.crt"),
+            Secret::new(ca),
+            0o644,
+        );
+    std::fs::create_dir_all(dir.join("etc/app")).unwrap();
+    std::fs::write(dir.join("etc/app/config.yaml"), "old").unwrap();
+    let mut log = fx.log();
+    run_step(&session, &step, &mut log)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", fx.log_text()));
+
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/app/config.yaml")).unwrap(),
+        config
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/app/pki/ca.crt")).unwrap(),
+        ca
+    );
+    let text = fx.log_text();
+    // The script saw both files, with their modes, when it ran.
+    assert!(
+        text.contains(&format!(
+            "stdout: config.yaml 600 sha:{}\n",
+            sha256(config.as_bytes())
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "stdout: ca.crt 644 sha:{}\n",
+            sha256(ca.as_bytes())
+        )),
+        "{text}"
+    );
+    // The log names the files, never their contents.
+    assert!(
+        text.contains(&format!(
+            "[files] file: {dir_s}/etc/app/config.yaml (0600, {} bytes)\n",
+            config.len()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("f1l3-s3cr3t"), "{text}");
+    assert!(!text.contains("MIIB"), "{text}");
+    // No temporary upload file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("etc/app"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("upload"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 // ---- measurement -------------------------------------------------------------
 
 /// Connect + `true` + close on loopback, 20 times: the median is the fixed

@@ -12,6 +12,17 @@
 //! redo its work). The runner never touches `state.json`: it reports
 //! [`StepEvent`]s and the caller persists them.
 //!
+//! # Files
+//!
+//! A step may carry files ([`Step::file`]): each is uploaded to its guest
+//! path with its mode (through a private temporary file and a rename, see
+//! [`Session::upload`]) before the script runs, every time the script runs.
+//! Their contents are [`Secret`]s (a kubeadm config holds the bootstrap
+//! token, the cluster CA's key is a key): the log names each file, its mode
+//! and size, never its contents. Contents are not scrubbed from the output
+//! line by line (a config's `---` would be); a step whose files hold a
+//! secret the tools it runs may print adds that value with [`Step::redact`].
+//!
 //! # Secrets
 //!
 //! A step's environment has plain values and secret values. Plain values go
@@ -62,6 +73,28 @@ pub struct Step {
     /// More values to scrub from the output (the step's secret env values
     /// are scrubbed anyway).
     pub redact: Vec<Secret>,
+    /// Files uploaded, in order, before the script runs.
+    pub files: Vec<StepFile>,
+}
+
+/// A file a step uploads before its script runs.
+#[derive(Clone)]
+pub struct StepFile {
+    /// Absolute guest path; missing directories are created.
+    pub path: String,
+    pub content: Secret,
+    /// Unix mode, e.g. `0o600`.
+    pub mode: u32,
+}
+
+impl fmt::Debug for StepFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:04o}", self.mode))
+            .field("bytes", &self.content.expose().len())
+            .finish()
+    }
 }
 
 impl fmt::Debug for Step {
@@ -74,6 +107,7 @@ impl fmt::Debug for Step {
                 "secret_env",
                 &self.secret_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
+            .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +120,18 @@ impl Step {
             env: Vec::new(),
             secret_env: Vec::new(),
             redact: Vec::new(),
+            files: Vec::new(),
         }
+    }
+
+    /// Adds a file to upload before the script runs.
+    pub fn file(mut self, path: impl Into<String>, content: Secret, mode: u32) -> Self {
+        self.files.push(StepFile {
+            path: path.into(),
+            content,
+            mode,
+        });
+        self
     }
 
     /// Adds a plain environment variable.
@@ -159,6 +204,25 @@ impl Step {
                 "step {}: a secret value contains a NUL byte",
                 self.name
             )));
+        }
+        for file in &self.files {
+            let path_ok = file.path.starts_with('/')
+                && file.path.len() > 1
+                && !file.path.ends_with('/')
+                && !file.path.split('/').any(|c| c == "..")
+                && !file.path.chars().any(|c| c.is_control());
+            if !path_ok {
+                return Err(Bug(format!(
+                    "step {}: {:?} is not an absolute file path",
+                    self.name, file.path
+                )));
+            }
+            if file.mode > 0o7777 {
+                return Err(Bug(format!(
+                    "step {}: {:o} is not a file mode ({})",
+                    self.name, file.mode, file.path
+                )));
+            }
         }
         Ok(())
     }
@@ -339,6 +403,23 @@ pub async fn run_step(
             .map_err(log_err)?;
     }
     tracing::debug!(node = %node, step = name, "step started");
+
+    for file in &step.files {
+        session
+            .upload(&file.path, file.content.expose().as_bytes(), file.mode)
+            .await
+            .map_err(ssh_err)?;
+        log.line(
+            name,
+            &format!(
+                "file: {} ({:04o}, {} bytes)",
+                file.path,
+                file.mode,
+                file.content.expose().len()
+            ),
+        )
+        .map_err(log_err)?;
+    }
 
     let script = script_path(session, name);
     session
@@ -630,7 +711,29 @@ mod tests {
 
     #[test]
     fn debug_shows_no_secret() {
-        let s = Step::new("a", "echo").secret_env("TOKEN", Secret::new("s3cr3t"));
-        assert!(!format!("{s:?}").contains("s3cr3t"));
+        let s = Step::new("a", "echo")
+            .secret_env("TOKEN", Secret::new("s3cr3t"))
+            .file("/etc/x.yaml", Secret::new("token: f1l3s3cr3t"), 0o600);
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(
+            debug.contains(r#"path: "/etc/x.yaml", mode: 0600, bytes: 17"#),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn file_paths_and_modes_are_checked() {
+        let with = |path: &str, mode| {
+            Step::new("a", "")
+                .file(path, Secret::new("x"), mode)
+                .check()
+        };
+        assert!(with("/etc/devcluster/kubeadm-init.yaml", 0o600).is_ok());
+        assert!(with("/etc/kubernetes/pki/etcd/ca.key", 0o600).is_ok());
+        for bad in ["etc/x", "/", "/etc/", "/etc/../x", "/etc/x\n", ""] {
+            assert!(with(bad, 0o600).is_err(), "{bad:?}");
+        }
+        assert!(with("/etc/x", 0o10000).is_err());
     }
 }

@@ -1,7 +1,13 @@
 //! The step definitions: embedded scripts from `provisioners/` and the
 //! environment the plan gives them. Pure functions of the plan.
 
-use crate::plan::{NodePlan, Plan};
+use std::time::Duration;
+
+use crate::error::Bug;
+use crate::kube::kubeadm;
+use crate::pki::ClusterSecrets;
+use crate::plan::{NodePlan, Os, Plan, Role};
+use crate::versions::KubernetesVersion;
 
 use super::Step;
 
@@ -22,6 +28,126 @@ pub fn prepare_os(plan: &Plan, node: &NodePlan) -> Step {
     Step::new(PREPARE_OS, PREPARE_OS_SCRIPT)
         .env("NODE_NAME", &node.name)
         .env("CLUSTER_HOSTS", cluster_hosts(plan))
+}
+
+/// `provisioners/linux/prepare-node.sh`.
+pub const PREPARE_NODE_SCRIPT: &str = include_str!("../../provisioners/linux/prepare-node.sh");
+/// `provisioners/linux/init-control-plane.sh`.
+pub const INIT_CONTROL_PLANE_SCRIPT: &str =
+    include_str!("../../provisioners/linux/init-control-plane.sh");
+/// `provisioners/linux/join.sh`.
+pub const JOIN_SCRIPT: &str = include_str!("../../provisioners/linux/join.sh");
+
+pub const PREPARE_NODE: &str = "prepare-node";
+pub const INIT_CONTROL_PLANE: &str = "init-control-plane";
+pub const JOIN: &str = "join";
+
+/// How long a worker's join step waits for the control plane in all.
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The plan's Kubernetes version (a plan names a supported one).
+fn version(plan: &Plan) -> Result<&'static KubernetesVersion, Bug> {
+    crate::versions::find(&plan.kubernetes_version).ok_or_else(|| {
+        Bug(format!(
+            "the plan's Kubernetes version {} is not supported",
+            plan.kubernetes_version
+        ))
+    })
+}
+
+fn linux(node: &NodePlan, step: &str) -> Result<(), Bug> {
+    if node.os == Os::Linux {
+        Ok(())
+    } else {
+        Err(Bug(format!(
+            "step {step} is for Linux nodes, not {} ({})",
+            node.name,
+            node.os.as_str()
+        )))
+    }
+}
+
+/// containerd, the Kubernetes packages of the plan's minor and the images
+/// of a Linux node (see the script's header). Needs the internet.
+pub fn prepare_node(plan: &Plan, node: &NodePlan) -> Result<Step, Bug> {
+    linux(node, PREPARE_NODE)?;
+    let v = version(plan)?;
+    Ok(Step::new(PREPARE_NODE, PREPARE_NODE_SCRIPT)
+        .env("KUBERNETES_MINOR", &v.minor)
+        .env("PAUSE_IMAGE", &v.pause_image)
+        .env("NODE_ROLE", node.role.as_str()))
+}
+
+/// `kubeadm init` on the control plane. Uploads the cluster CAs, the
+/// service-account key and the kubeadm config (with the bootstrap token)
+/// first; the token is scrubbed from the output.
+pub fn init_control_plane(
+    plan: &Plan,
+    node: &NodePlan,
+    secrets: &ClusterSecrets,
+) -> Result<Step, Bug> {
+    linux(node, INIT_CONTROL_PLANE)?;
+    if node.role != Role::ControlPlane {
+        return Err(Bug(format!(
+            "step {INIT_CONTROL_PLANE} asked for {}, which is a worker",
+            node.name
+        )));
+    }
+    let v = version(plan)?;
+    let mut step = Step::new(INIT_CONTROL_PLANE, INIT_CONTROL_PLANE_SCRIPT)
+        .env("KUBERNETES_MINOR", &v.minor)
+        .env("KUBEADM_CONFIG", kubeadm::INIT_CONFIG_PATH)
+        .env("VERSION_PLACEHOLDER", kubeadm::VERSION_PLACEHOLDER)
+        .env("API_ENDPOINT", &plan.network.api_endpoint)
+        .redact(secrets.bootstrap_token.clone());
+    for f in kubeadm::node_files(plan, node, secrets, v)? {
+        step = step.file(f.path, f.content, f.mode);
+    }
+    Ok(step)
+}
+
+/// `kubeadm join` of a Linux worker, waiting up to `timeout` in all for
+/// the control plane. Uploads the join config (with the bootstrap token)
+/// first; the token is scrubbed from the output.
+pub fn join(
+    plan: &Plan,
+    node: &NodePlan,
+    secrets: &ClusterSecrets,
+    timeout: Duration,
+) -> Result<Step, Bug> {
+    linux(node, JOIN)?;
+    if node.role != Role::Worker {
+        return Err(Bug(format!(
+            "step {JOIN} asked for {}, which is the control plane",
+            node.name
+        )));
+    }
+    let v = version(plan)?;
+    let mut step = Step::new(JOIN, JOIN_SCRIPT)
+        .env("KUBEADM_CONFIG", kubeadm::JOIN_CONFIG_PATH)
+        .env("API_ENDPOINT", &plan.network.api_endpoint)
+        .env("JOIN_TIMEOUT", timeout.as_secs().max(1).to_string())
+        .redact(secrets.bootstrap_token.clone());
+    for f in kubeadm::node_files(plan, node, secrets, v)? {
+        step = step.file(f.path, f.content, f.mode);
+    }
+    Ok(step)
+}
+
+/// The Kubernetes steps of a Linux node, in order, to run after
+/// [`prepare_os`]: `prepare-node`, then `init-control-plane` on the control
+/// plane or `join` (with [`DEFAULT_JOIN_TIMEOUT`]) on a worker. The test
+/// hook ([`Step::with_test_hook_from_env`]) is the caller's to add.
+pub fn kubernetes_steps(
+    plan: &Plan,
+    node: &NodePlan,
+    secrets: &ClusterSecrets,
+) -> Result<Vec<Step>, Bug> {
+    let last = match node.role {
+        Role::ControlPlane => init_control_plane(plan, node, secrets)?,
+        Role::Worker => join(plan, node, secrets, DEFAULT_JOIN_TIMEOUT)?,
+    };
+    Ok(vec![prepare_node(plan, node)?, last])
 }
 
 /// Every node as `name ip;name ip;...`, in plan order.
@@ -73,10 +199,129 @@ mod tests {
     }
 
     #[test]
-    fn the_script_honours_the_test_hook() {
+    fn the_scripts_honour_the_test_hook() {
         // The hook is tested for real in tests/ssh.rs with a stand-in
-        // script; prepare-os.sh itself must never run on a test machine.
-        assert!(PREPARE_OS_SCRIPT.contains(r#""${DEVCLUSTER_TEST_FAIL_STEP:-}" == "$STEP""#));
-        assert!(PREPARE_OS_SCRIPT.contains("readonly STEP=prepare-os\n"));
+        // script; the provisioners themselves must never run on a test
+        // machine.
+        for (name, script) in [
+            (PREPARE_OS, PREPARE_OS_SCRIPT),
+            (PREPARE_NODE, PREPARE_NODE_SCRIPT),
+            (INIT_CONTROL_PLANE, INIT_CONTROL_PLANE_SCRIPT),
+            (JOIN, JOIN_SCRIPT),
+        ] {
+            assert!(script.contains(r#""${DEVCLUSTER_TEST_FAIL_STEP:-}" == "$STEP""#));
+            assert!(
+                script.contains(&format!("readonly STEP={name}\n")),
+                "{name}"
+            );
+        }
+    }
+
+    fn secrets(plan: &Plan) -> (tempfile::TempDir, ClusterSecrets) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = crate::dirs::Dirs::under(tmp.path());
+        let secrets = crate::pki::ensure(&dirs, plan).unwrap();
+        (tmp, secrets)
+    }
+
+    fn env(step: &Step) -> Vec<(&str, &str)> {
+        step.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn kubernetes_steps_of_the_control_plane_and_a_worker() {
+        let mut plan = plan();
+        plan.nodes.retain(|n| n.os == Os::Linux);
+        let (_tmp, secrets) = secrets(&plan);
+        let token = secrets.bootstrap_token.expose().to_string();
+        let v = crate::versions::find(&plan.kubernetes_version).unwrap();
+
+        let cp = plan.control_plane();
+        let steps = kubernetes_steps(&plan, cp, &secrets).unwrap();
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["prepare-node", "init-control-plane"]);
+        assert_eq!(
+            env(&steps[0]),
+            [
+                ("KUBERNETES_MINOR", v.minor.as_str()),
+                ("PAUSE_IMAGE", v.pause_image.as_str()),
+                ("NODE_ROLE", "control-plane"),
+            ]
+        );
+        assert!(steps[0].files.is_empty());
+        let init = &steps[1];
+        assert_eq!(
+            env(init),
+            [
+                ("KUBERNETES_MINOR", v.minor.as_str()),
+                ("KUBEADM_CONFIG", "/etc/devcluster/kubeadm-init.yaml"),
+                ("VERSION_PLACEHOLDER", kubeadm::VERSION_PLACEHOLDER),
+                ("API_ENDPOINT", plan.network.api_endpoint.as_str()),
+            ]
+        );
+        let files: Vec<(&str, u32)> = init
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("/etc/kubernetes/pki/ca.crt", 0o644),
+                ("/etc/kubernetes/pki/ca.key", 0o600),
+                ("/etc/kubernetes/pki/front-proxy-ca.crt", 0o644),
+                ("/etc/kubernetes/pki/front-proxy-ca.key", 0o600),
+                ("/etc/kubernetes/pki/etcd/ca.crt", 0o644),
+                ("/etc/kubernetes/pki/etcd/ca.key", 0o600),
+                ("/etc/kubernetes/pki/sa.key", 0o600),
+                ("/etc/kubernetes/pki/sa.pub", 0o644),
+                ("/etc/devcluster/kubeadm-init.yaml", 0o600),
+            ]
+        );
+        assert_eq!(init.files[0].content.expose(), secrets.ca.cert_pem);
+        assert!(init.files[8].content.expose().contains(&token));
+        // The token is in the file and scrubbed from the output, never in
+        // the environment or on a command line.
+        assert!(init.redact.iter().any(|r| r.expose() == token));
+        assert!(init.env.iter().all(|(_, v)| !v.contains(&token)));
+        assert!(init.secret_env.is_empty());
+        assert!(!format!("{init:?}").contains(&token));
+        assert!(init.check().is_ok());
+
+        let w1 = plan.node("dev-w1").unwrap();
+        let steps = kubernetes_steps(&plan, w1, &secrets).unwrap();
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["prepare-node", "join"]);
+        assert_eq!(env(&steps[0])[2], ("NODE_ROLE", "worker"));
+        let join = &steps[1];
+        assert_eq!(
+            env(join),
+            [
+                ("KUBEADM_CONFIG", "/etc/devcluster/kubeadm-join.yaml"),
+                ("API_ENDPOINT", plan.network.api_endpoint.as_str()),
+                ("JOIN_TIMEOUT", "900"),
+            ]
+        );
+        assert_eq!(join.files.len(), 1);
+        assert_eq!(join.files[0].path, "/etc/devcluster/kubeadm-join.yaml");
+        assert_eq!(join.files[0].mode, 0o600);
+        let config = join.files[0].content.expose();
+        assert!(config.contains(&token) && config.contains(&secrets.ca_cert_hash));
+        assert!(join.redact.iter().any(|r| r.expose() == token));
+        assert!(join.check().is_ok());
+    }
+
+    #[test]
+    fn windows_nodes_and_wrong_roles_are_refused() {
+        let plan = plan();
+        let (_tmp, secrets) = secrets(&plan);
+        let win = plan.nodes.iter().find(|n| n.os == Os::Windows).unwrap();
+        assert!(kubernetes_steps(&plan, win, &secrets).is_err());
+        let w1 = plan.node("dev-w1").unwrap();
+        assert!(init_control_plane(&plan, w1, &secrets).is_err());
+        assert!(join(&plan, plan.control_plane(), &secrets, DEFAULT_JOIN_TIMEOUT).is_err());
     }
 }

@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# prepare-node: installs the container runtime and the Kubernetes packages
+# on a Linux node (Ubuntu 24.04, Debian 12; any apt-based system derived
+# from them is tried, with a note).
+#
+# devcluster runs it as root with `bash -euo pipefail` (src/provision/),
+# after prepare-os. Idempotent: a second run changes nothing and says so.
+# Needs the internet: the distribution's mirror (containerd, curl, gpg),
+# https://pkgs.k8s.io (kubelet, kubeadm, kubectl) and registry.k8s.io (the
+# control-plane images). When the Kubernetes package repository cannot be
+# reached it fails with a message saying so.
+#
+# Environment:
+#   KUBERNETES_MINOR  the Kubernetes minor to install, "X.Y" (e.g. 1.36);
+#                     the newest patch release of it is installed and held
+#   PAUSE_IMAGE       the sandbox image of that version
+#                     (provisioners/kubernetes-versions.toml)
+#   NODE_ROLE         control-plane: pull every image kubeadm init needs;
+#                     worker: pull only what a worker runs (pause, kube-proxy)
+#   DEVCLUSTER_TEST_FAIL_STEP
+#                     TEST ONLY: when it equals this step's name
+#                     (prepare-node) the script exits 3 before changing
+#                     anything (see prepare-os.sh).
+#
+# What it does:
+#   - re-asserts prepare-os' kernel settings: swap off, overlay and
+#     br_netfilter loaded, forwarding and bridge sysctls = 1
+#   - installs containerd (the distribution's package) and writes
+#     /etc/containerd/config.toml from `containerd config default` with the
+#     systemd cgroup driver, PAUSE_IMAGE as the sandbox image and
+#     /opt/cni/bin for CNI plugins (containerd 1.x and 2.x layouts)
+#   - adds the pkgs.k8s.io repository of KUBERNETES_MINOR (key dearmored to
+#     /etc/apt/keyrings/kubernetes-apt-keyring.gpg), installs kubelet,
+#     kubeadm, kubectl, cri-tools and kubernetes-cni, holds the first three
+#   - points crictl at containerd (/etc/crictl.yaml)
+#   - pulls the images kubeadm will need, so init and join do not wait
+set -euo pipefail
+
+readonly STEP=prepare-node
+
+if [[ "${DEVCLUSTER_TEST_FAIL_STEP:-}" == "$STEP" ]]; then
+  echo "$STEP: failing on purpose: DEVCLUSTER_TEST_FAIL_STEP=$STEP (test hook)" >&2
+  exit 3
+fi
+
+: "${KUBERNETES_MINOR:?KUBERNETES_MINOR must be set}"
+: "${PAUSE_IMAGE:?PAUSE_IMAGE must be set}"
+: "${NODE_ROLE:?NODE_ROLE must be set}"
+
+readonly CRI_SOCKET=unix:///run/containerd/containerd.sock
+readonly KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+readonly SOURCES=/etc/apt/sources.list.d/kubernetes.list
+readonly REPO="https://pkgs.k8s.io/core:/stable:/v${KUBERNETES_MINOR}/deb/"
+readonly CONTAINERD_CONFIG=/etc/containerd/config.toml
+readonly CNI_BIN_DIR=/opt/cni/bin
+
+say() { printf '%s\n' "$*"; }
+fail() {
+  printf '%s: %s\n' "$STEP" "$*" >&2
+  exit 1
+}
+
+if [[ ! "$KUBERNETES_MINOR" =~ ^[0-9]+\.[0-9]+$ ]]; then
+  fail "KUBERNETES_MINOR is '$KUBERNETES_MINOR', not X.Y"
+fi
+case "$NODE_ROLE" in
+  control-plane | worker) ;;
+  *) fail "NODE_ROLE is '$NODE_ROLE', not control-plane or worker" ;;
+esac
+
+# write_if_changed PATH CONTENT: atomically replaces PATH with CONTENT and a
+# final newline, mode 0644, unless it already holds that. Succeeds when it
+# wrote, fails when there was nothing to do.
+write_if_changed() {
+  local path=$1 content=$2 tmp
+  if [[ -f "$path" && "$(cat "$path")" == "$content" ]]; then
+    return 1
+  fi
+  mkdir -p "$(dirname "$path")"
+  tmp=$(mktemp "$path.XXXXXX")
+  printf '%s\n' "$content" >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$path"
+}
+
+export DEBIAN_FRONTEND=noninteractive
+# cloud-init or unattended-upgrades may hold the dpkg lock on a fresh node.
+readonly APT=(apt-get -q -o DPkg::Lock::Timeout=600)
+
+# --- the operating system ---------------------------------------------------------
+
+if [[ ! -r /etc/os-release ]]; then
+  fail "no /etc/os-release: cannot tell which Linux this is"
+fi
+# shellcheck disable=SC1091
+os_id=$(. /etc/os-release && printf '%s' "${ID:-}")
+# shellcheck disable=SC1091
+os_like=$(. /etc/os-release && printf '%s' "${ID_LIKE:-}")
+# shellcheck disable=SC1091
+os_version=$(. /etc/os-release && printf '%s' "${VERSION_ID:-}")
+case "$os_id:$os_version" in
+  ubuntu:24.04 | debian:12) say "os: $os_id $os_version" ;;
+  *)
+    if [[ "$os_id" == debian || "$os_id" == ubuntu || " $os_like " == *" debian "* ]] &&
+      command -v apt-get >/dev/null; then
+      say "os: note: $os_id $os_version is not one devcluster is tested on (Ubuntu 24.04, Debian 12); trying anyway"
+    else
+      fail "$os_id $os_version is not supported: devcluster installs Kubernetes on Ubuntu 24.04 and Debian 12 (apt)"
+    fi
+    ;;
+esac
+
+# --- kernel settings (prepare-os made them permanent; re-assert cheaply) ----------
+
+if [[ "$(wc -l </proc/swaps)" -gt 1 ]]; then
+  swapoff -a
+  say "swap: turned off"
+fi
+for module in overlay br_netfilter; do
+  if [[ ! -d "/sys/module/$module" ]] && ! modprobe "$module"; then
+    fail "cannot load the kernel module $module"
+  fi
+done
+for key in net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward; do
+  if [[ "$(sysctl -n "$key")" != 1 ]]; then
+    sysctl -qw "$key=1"
+    say "sysctl: set $key = 1"
+  fi
+done
+say "kernel: swap off, overlay and br_netfilter loaded, forwarding on"
+
+# --- distribution packages ----------------------------------------------------------
+
+# installed PACKAGE...: every package is installed.
+installed() {
+  local p
+  for p in "$@"; do
+    if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != installed ]]; then
+      return 1
+    fi
+  done
+}
+
+# apt_update: refreshes every package list (once per run).
+apt_updated=0
+apt_update() {
+  if [[ "$apt_updated" == 1 ]]; then
+    return 0
+  fi
+  if ! "${APT[@]}" update; then
+    fail "apt-get update failed (output above): the node cannot reach its package mirrors; it needs internet access (libvirt network_mode = \"nat\")"
+  fi
+  apt_updated=1
+}
+
+readonly BASE_PACKAGES=(containerd ca-certificates curl gpg conntrack socat ethtool iptables iproute2)
+if installed "${BASE_PACKAGES[@]}"; then
+  say "packages: ${BASE_PACKAGES[*]} already installed"
+else
+  apt_update
+  if ! "${APT[@]}" install -y --no-install-recommends "${BASE_PACKAGES[@]}"; then
+    fail "cannot install ${BASE_PACKAGES[*]} from the distribution's mirror (output above)"
+  fi
+  say "packages: installed ${BASE_PACKAGES[*]}"
+fi
+
+# --- containerd ---------------------------------------------------------------------
+
+# >>> containerd config editing: plain functions, no side effects but on the
+# file they are given (tests/provisioners.rs runs them on sample configs).
+
+# toml_set FILE SECTION KEY VALUE: in the TOML table [SECTION] of FILE
+# (its header written exactly as SECTION), sets KEY = VALUE: replaces the
+# table's KEY line, or adds one at the end of the table's own keys (before
+# its first sub-table). Appends the table when FILE has none. VALUE is TOML
+# (quoted when it is a string).
+toml_set() {
+  local file=$1 section=$2 key=$3 value=$4 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  awk -v header="[$section]" -v key="$key" -v line="$key = $value" '
+    function trim(s) { sub(/^[ \t]+/, "", s); sub(/[ \t]+$/, "", s); return s }
+    # Blank lines at the end of the table wait, so that an added key goes
+    # right after the last one.
+    function flush() { printf "%s", pending; pending = "" }
+    function finish() { if (in_table && !done) { print indent line; done = 1 } }
+    /^[ \t]*\[/ {
+      finish(); flush()
+      in_table = (trim($0) == header)
+      if (in_table) { found = 1; match($0, /^[ \t]*/); indent = substr($0, 1, RLENGTH) "  " }
+      print; next
+    }
+    in_table && !done && /^[ \t]*$/ { pending = pending $0 "\n"; next }
+    in_table && !done && index($0, "=") > 0 {
+      k = $0; sub(/=.*/, "", k)
+      if (trim(k) == key) { flush(); match($0, /^[ \t]*/); print substr($0, 1, RLENGTH) line; done = 1; next }
+    }
+    { flush(); print }
+    END {
+      finish(); flush()
+      if (!found) { print ""; print header; print "  " line }
+    }
+  ' "$file" >"$tmp"
+  cat "$tmp" >"$file"
+  rm -f "$tmp"
+}
+
+# toml_has FILE SECTION KEY: the table [SECTION] of FILE has a KEY line.
+toml_has() {
+  awk -v header="[$2]" -v key="$3" '
+    function trim(s) { sub(/^[ \t]+/, "", s); sub(/[ \t]+$/, "", s); return s }
+    /^[ \t]*\[/ { in_table = (trim($0) == header); next }
+    in_table && index($0, "=") > 0 { k = $0; sub(/=.*/, "", k); if (trim(k) == key) found = 1 }
+    END { exit !found }
+  ' "$1"
+}
+
+# edit_containerd_config FILE PAUSE_IMAGE CNI_BIN_DIR: turns the output of
+# `containerd config default` in FILE into devcluster's configuration: the
+# systemd cgroup driver for runc, PAUSE_IMAGE as the sandbox image, CNI
+# plugins from CNI_BIN_DIR. Prints the layout it found (1.x or 2.x); fails
+# on a layout it does not know.
+edit_containerd_config() {
+  local file=$1 pause=$2 cni_bin=$3 cni
+  if grep -qF "[plugins.'io.containerd.cri.v1.runtime']" "$file"; then
+    # containerd 2.x (config version 3)
+    toml_set "$file" "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options" SystemdCgroup true
+    toml_set "$file" "plugins.'io.containerd.cri.v1.images'.pinned_images" sandbox "'$pause'"
+    cni="plugins.'io.containerd.cri.v1.runtime'.cni"
+    if toml_has "$file" "$cni" bin_dirs; then
+      # 2.1 and later; the deprecated bin_dir stays as generated ('').
+      toml_set "$file" "$cni" bin_dirs "['$cni_bin']"
+    else
+      toml_set "$file" "$cni" bin_dir "'$cni_bin'"
+    fi
+    echo 2.x
+  elif grep -qF '[plugins."io.containerd.grpc.v1.cri"]' "$file"; then
+    # containerd 1.x (config version 2)
+    toml_set "$file" 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options' SystemdCgroup true
+    toml_set "$file" 'plugins."io.containerd.grpc.v1.cri"' sandbox_image "\"$pause\""
+    # Debian's containerd looks for CNI plugins in /usr/lib/cni; flannel
+    # and kubernetes-cni install theirs in /opt/cni/bin.
+    toml_set "$file" 'plugins."io.containerd.grpc.v1.cri".cni' bin_dir "\"$cni_bin\""
+    echo 1.x
+  else
+    return 1
+  fi
+}
+# <<< containerd config editing
+
+generated=$(mktemp /tmp/devcluster-containerd.XXXXXX)
+trap 'rm -f "$generated"' EXIT
+containerd config default >"$generated"
+if ! layout=$(edit_containerd_config "$generated" "$PAUSE_IMAGE" "$CNI_BIN_DIR"); then
+  fail "containerd $(containerd --version 2>/dev/null || true): 'containerd config default' has neither the 1.x nor the 2.x CRI plugin table; cannot configure it"
+fi
+if [[ -f "$CONTAINERD_CONFIG" ]] && cmp -s "$generated" "$CONTAINERD_CONFIG"; then
+  say "containerd ($layout layout): $CONTAINERD_CONFIG already configured"
+else
+  mkdir -p "$(dirname "$CONTAINERD_CONFIG")"
+  install -m 0644 "$generated" "$CONTAINERD_CONFIG"
+  if ! systemctl restart containerd; then
+    fail "containerd does not start with the new $CONTAINERD_CONFIG (see journalctl -u containerd)"
+  fi
+  say "containerd ($layout layout): wrote $CONTAINERD_CONFIG (systemd cgroups, sandbox $PAUSE_IMAGE, CNI in $CNI_BIN_DIR) and restarted it"
+fi
+systemctl enable --now containerd >/dev/null 2>&1 || systemctl enable --now containerd
+# What containerd really runs with, not what we think we wrote.
+dump=$(containerd config dump)
+if ! grep -Eq '^[[:space:]]*SystemdCgroup = true' <<<"$dump"; then
+  fail "containerd does not use the systemd cgroup driver after writing $CONTAINERD_CONFIG"
+fi
+if ! grep -qF "$PAUSE_IMAGE" <<<"$dump"; then
+  fail "containerd's sandbox image is not $PAUSE_IMAGE after writing $CONTAINERD_CONFIG"
+fi
+
+# --- the Kubernetes package repository ------------------------------------------------
+
+have_minor() {
+  local v
+  v=$(kubeadm version -o short 2>/dev/null || true)
+  [[ "$v" == "v$KUBERNETES_MINOR."* ]]
+}
+
+readonly K8S_PACKAGES=(kubelet kubeadm kubectl cri-tools kubernetes-cni)
+if installed "${K8S_PACKAGES[@]}" && have_minor; then
+  say "kubernetes: kubelet, kubeadm, kubectl $(kubeadm version -o short) already installed"
+else
+  install -d -m 0755 /etc/apt/keyrings
+  key=$(mktemp /tmp/devcluster-k8s-key.XXXXXX)
+  trap 'rm -f "$generated" "$key"' EXIT
+  if ! curl_err=$(curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 15 --max-time 60 \
+    -o "$key" "${REPO}Release.key" 2>&1); then
+    fail "cannot reach the Kubernetes package repository ${REPO} (${curl_err:-curl failed}): the node needs internet access to https://pkgs.k8s.io (and registry.k8s.io for the images)"
+  fi
+  keyring_tmp=$(mktemp "$KEYRING.XXXXXX")
+  if ! gpg --batch --yes --dearmor -o "$keyring_tmp" "$key"; then
+    rm -f "$keyring_tmp"
+    fail "${REPO}Release.key is not a PGP key (a proxy or captive portal answering instead of pkgs.k8s.io?)"
+  fi
+  chmod 0644 "$keyring_tmp"
+  mv -f "$keyring_tmp" "$KEYRING"
+  if write_if_changed "$SOURCES" "deb [signed-by=$KEYRING] $REPO /"; then
+    say "kubernetes: added the repository $REPO"
+  fi
+  # This repository alone first, so that its failure is named as such.
+  if ! "${APT[@]}" update -o Dir::Etc::sourcelist="$SOURCES" \
+    -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0; then
+    fail "apt-get update of the Kubernetes package repository ${REPO} failed (output above)"
+  fi
+  if [[ -z "$(apt-cache madison kubeadm 2>/dev/null | grep -F "pkgs.k8s.io" || true)" ]]; then
+    fail "the Kubernetes package repository ${REPO} lists no kubeadm: was Kubernetes $KUBERNETES_MINOR released?"
+  fi
+  # The packages' dependencies come from the distribution: its lists must
+  # be fresh too (a cloud image may ship none).
+  apt_update
+  "${APT[@]}" install -y --allow-change-held-packages "${K8S_PACKAGES[@]}"
+  have_minor || fail "kubeadm is $(kubeadm version -o short 2>/dev/null || echo missing) after installing from ${REPO}, not $KUBERNETES_MINOR"
+  say "kubernetes: installed kubelet, kubeadm, kubectl $(kubeadm version -o short)"
+fi
+apt-mark hold kubelet kubeadm kubectl >/dev/null
+say "kubernetes: kubelet, kubeadm and kubectl held (apt-mark hold)"
+systemctl enable kubelet >/dev/null 2>&1 || systemctl enable kubelet
+
+# --- crictl -----------------------------------------------------------------------------
+
+if write_if_changed /etc/crictl.yaml "$(printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 30' "$CRI_SOCKET" "$CRI_SOCKET")"; then
+  say "crictl: wrote /etc/crictl.yaml (containerd)"
+fi
+
+# --- images -------------------------------------------------------------------------------
+
+version=$(kubeadm version -o short)
+mapfile -t images < <(kubeadm config images list --kubernetes-version "$version")
+if [[ "${#images[@]}" -eq 0 ]]; then
+  fail "kubeadm config images list printed no images for $version"
+fi
+expected_pause=$(printf '%s\n' "${images[@]}" | grep -F '/pause:' || true)
+if [[ -n "$expected_pause" && "$expected_pause" != "$PAUSE_IMAGE" ]]; then
+  say "images: note: kubeadm $version expects the sandbox image $expected_pause, devcluster configured $PAUSE_IMAGE (provisioners/kubernetes-versions.toml)"
+fi
+wanted=()
+for image in "${images[@]}"; do
+  if [[ "$NODE_ROLE" == control-plane || "$image" == */pause:* || "$image" == */kube-proxy:* ]]; then
+    wanted+=("$image")
+  fi
+done
+wanted+=("$PAUSE_IMAGE")
+pulled=0
+for image in "${wanted[@]}"; do
+  if crictl inspecti "$image" >/dev/null 2>&1; then
+    continue
+  fi
+  if ! crictl pull "$image" >/dev/null; then
+    fail "cannot pull $image (output above): the node needs internet access to registry.k8s.io"
+  fi
+  say "images: pulled $image"
+  pulled=$((pulled + 1))
+done
+if [[ "$pulled" -eq 0 ]]; then
+  say "images: the ${#wanted[@]} images this $NODE_ROLE needs are already present"
+fi
+
+say "done"

@@ -1,0 +1,729 @@
+//! The Kubernetes API from the host, through kube-rs and the admin
+//! kubeconfig devcluster made (`pki::ensure`): applying manifests and
+//! waiting for the cluster to become usable. No kubectl on the host.
+//!
+//! Every wait is bounded: it polls until its condition holds or its
+//! timeout passes, and then fails with what was not ready and why (a
+//! node's Ready condition, a pod's scheduling or container state), or the
+//! last error when the API server never answered. API errors while
+//! waiting (an API server restarting under kubeadm) are retried until the
+//! timeout.
+//!
+//! The pure parts (parsing manifests, judging nodes and pods, the timeout
+//! messages) are separate functions, tested on recorded objects
+//! (`testdata/kube/`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use ::kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use ::kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use ::kube::core::{GroupVersionKind, TypeMeta};
+use ::kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use ::kube::{Client, Config};
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+/// The field manager of devcluster's server-side applies.
+pub const FIELD_MANAGER: &str = "devcluster";
+/// How often the waits poll.
+const POLL: Duration = Duration::from_secs(2);
+/// The longest a single request of a wait may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("cannot read the admin kubeconfig {}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: KubeconfigError,
+    },
+    #[error("cannot make a Kubernetes client from {}", path.display())]
+    Client {
+        path: PathBuf,
+        #[source]
+        source: ::kube::Error,
+    },
+    #[error("manifest document {index}: {message}")]
+    Manifest { index: usize, message: String },
+    #[error("the API server does not know {gvk}")]
+    Discovery {
+        gvk: String,
+        #[source]
+        source: ::kube::Error,
+    },
+    #[error("cannot apply {object}")]
+    Apply {
+        object: String,
+        #[source]
+        source: ::kube::Error,
+    },
+    #[error("{0}")]
+    Timeout(TimedOut),
+}
+
+impl KubeError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            KubeError::Timeout(t) => t.hint.clone(),
+            KubeError::Kubeconfig { .. } => Some(
+                "`devcluster up` writes the admin kubeconfig; run it again to restore it".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// A wait that ran out of time: what it waited for, how long, what was
+/// still not ready and the last error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedOut {
+    /// "nodes to be Ready", "the API server to be ready (/readyz)", ...
+    pub what: String,
+    pub waited: Duration,
+    /// One line per thing that was not ready: `name: why`.
+    pub not_ready: Vec<String>,
+    /// The last error of a request, when the last poll failed.
+    pub last_error: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "timed out after {}s waiting for {}",
+            self.waited.as_secs(),
+            self.what
+        )?;
+        if !self.not_ready.is_empty() {
+            write!(f, "; not ready: {}", self.not_ready.join("; "))?;
+        }
+        if let Some(e) = &self.last_error {
+            write!(f, "; last error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+// --- client ------------------------------------------------------------------
+
+/// The client configuration of an admin kubeconfig (no network).
+pub async fn admin_config(path: &Path) -> Result<Config, KubeError> {
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|source| KubeError::Kubeconfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|source| KubeError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A client for the cluster of an admin kubeconfig (`pki::ensure` writes
+/// one per cluster). Makes no request. Needs a tokio runtime.
+pub async fn client_from_admin_kubeconfig(path: &Path) -> Result<Client, KubeError> {
+    let config = admin_config(path).await?;
+    Client::try_from(config).map_err(|source| KubeError::Client {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+// --- manifests ---------------------------------------------------------------
+
+/// One object of a manifest, ready to apply.
+#[derive(Debug, Clone)]
+pub struct ManifestObject {
+    pub gvk: GroupVersionKind,
+    pub name: String,
+    /// As written in the manifest (cluster-scoped objects have none).
+    pub namespace: Option<String>,
+    pub object: DynamicObject,
+}
+
+impl ManifestObject {
+    /// `Kind namespace/name` or `Kind name`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.gvk.kind, self.name),
+            None => format!("{} {}", self.gvk.kind, self.name),
+        }
+    }
+}
+
+/// Splits multi-document YAML into objects. Empty documents are skipped;
+/// a document without `apiVersion`, `kind` or `metadata.name` is an error
+/// naming it (1-based, counting non-empty documents).
+pub fn parse_manifests(yaml: &str) -> Result<Vec<ManifestObject>, KubeError> {
+    let mut out = Vec::new();
+    let mut index = 0;
+    for de in serde_norway::Deserializer::from_str(yaml) {
+        let value: serde_norway::Value =
+            serde::Deserialize::deserialize(de).map_err(|e| KubeError::Manifest {
+                index: index + 1,
+                message: format!("not YAML: {e}"),
+            })?;
+        if value.is_null() {
+            continue;
+        }
+        index += 1;
+        let err = |message: String| KubeError::Manifest { index, message };
+        let json = serde_json::to_value(&value)
+            .map_err(|e| err(format!("not a Kubernetes object: {e}")))?;
+        let object: DynamicObject = serde_json::from_value(json)
+            .map_err(|e| err(format!("not a Kubernetes object: {e}")))?;
+        let types: &TypeMeta = object
+            .types
+            .as_ref()
+            .ok_or_else(|| err("no apiVersion and kind".into()))?;
+        if types.api_version.is_empty() || types.kind.is_empty() {
+            return Err(err("no apiVersion and kind".into()));
+        }
+        let parts: Vec<&str> = types.api_version.split('/').collect();
+        if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(err(format!(
+                "bad apiVersion {:?}: not VERSION or GROUP/VERSION",
+                types.api_version
+            )));
+        }
+        let gvk = GroupVersionKind::try_from(types)
+            .map_err(|e| err(format!("bad apiVersion {:?}: {e}", types.api_version)))?;
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| err(format!("{} without metadata.name", gvk.kind)))?;
+        out.push(ManifestObject {
+            gvk,
+            name,
+            namespace: object.metadata.namespace.clone(),
+            object,
+        });
+    }
+    Ok(out)
+}
+
+fn gvk_string(gvk: &GroupVersionKind) -> String {
+    if gvk.group.is_empty() {
+        format!("{}/{}", gvk.version, gvk.kind)
+    } else {
+        format!("{}/{}/{}", gvk.group, gvk.version, gvk.kind)
+    }
+}
+
+/// Server-side applies every object of a multi-document manifest, in
+/// order, as field manager [`FIELD_MANAGER`] (forcing conflicts: these
+/// objects are devcluster's). Each kind is looked up on the server when it
+/// is first met, so a manifest may define a CRD before its objects.
+/// Namespaced objects without a namespace go to `default`. Returns what it
+/// applied (`Kind namespace/name`).
+pub async fn apply_manifests(client: &Client, yaml: &str) -> Result<Vec<String>, KubeError> {
+    let objects = parse_manifests(yaml)?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut kinds: BTreeMap<String, (ApiResource, ApiCapabilities)> = BTreeMap::new();
+    let mut applied = Vec::new();
+    for obj in objects {
+        let key = gvk_string(&obj.gvk);
+        if !kinds.contains_key(&key) {
+            let found = ::kube::discovery::pinned_kind(client, &obj.gvk)
+                .await
+                .map_err(|source| KubeError::Discovery {
+                    gvk: key.clone(),
+                    source,
+                })?;
+            kinds.insert(key.clone(), found);
+        }
+        let (resource, caps) = &kinds[&key];
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.namespace.as_deref().unwrap_or("default"),
+                resource,
+            ),
+            Scope::Cluster => Api::all_with(client.clone(), resource),
+        };
+        api.patch(&obj.name, &params, &Patch::Apply(&obj.object))
+            .await
+            .map_err(|source| KubeError::Apply {
+                object: obj.describe(),
+                source,
+            })?;
+        tracing::debug!(object = %obj.describe(), "applied");
+        applied.push(obj.describe());
+    }
+    Ok(applied)
+}
+
+// --- judging nodes and pods (pure) ------------------------------------------------
+
+/// Why a node is not Ready, or `None` when it is.
+pub fn node_not_ready(node: &Node) -> Option<String> {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    match ready {
+        None => Some("no Ready condition reported yet".into()),
+        Some(c) if c.status == "True" => None,
+        Some(c) => Some(format!(
+            "Ready={}{}",
+            c.status,
+            reason_message(c.reason.as_deref(), c.message.as_deref())
+        )),
+    }
+}
+
+/// For each of `names` that is not Ready, `name: why` (in `names` order).
+pub fn nodes_not_ready(nodes: &[Node], names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let node = nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name.as_str()));
+            let why = match node {
+                None => Some("not registered with the API server".to_string()),
+                Some(n) => node_not_ready(n),
+            };
+            why.map(|w| format!("{name}: {w}"))
+        })
+        .collect()
+}
+
+/// Why a pod is not Running and Ready, or `None` when it is.
+pub fn pod_not_ready(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
+    let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
+    let condition = |t: &str| conditions.iter().find(|c| c.type_ == t);
+    if phase == "Running" && condition("Ready").is_some_and(|c| c.status == "True") {
+        return None;
+    }
+    let mut why: Vec<String> = Vec::new();
+    if let Some(c) = condition("PodScheduled").filter(|c| c.status == "False") {
+        why.push(format!(
+            "not scheduled{}",
+            reason_message(c.reason.as_deref(), c.message.as_deref())
+        ));
+    }
+    let containers = status
+        .into_iter()
+        .flat_map(|s| {
+            let init = s.init_container_statuses.as_deref().unwrap_or(&[]);
+            let main = s.container_statuses.as_deref().unwrap_or(&[]);
+            init.iter()
+                .map(|c| (true, c))
+                .chain(main.iter().map(|c| (false, c)))
+        })
+        .collect::<Vec<_>>();
+    for (init, c) in containers {
+        let label = if init {
+            format!("init container {}", c.name)
+        } else {
+            format!("container {}", c.name)
+        };
+        let state = c.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            // Waiting for the init containers says nothing new.
+            if w.reason.as_deref() != Some("PodInitializing") {
+                why.push(format!(
+                    "{label} waiting{}",
+                    reason_message(w.reason.as_deref(), w.message.as_deref())
+                ));
+            }
+        } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            if !(init && t.exit_code == 0) {
+                why.push(format!(
+                    "{label} terminated (exit {}){}",
+                    t.exit_code,
+                    reason_message(t.reason.as_deref(), t.message.as_deref())
+                ));
+            }
+        } else if state.and_then(|s| s.running.as_ref()).is_some() && !c.ready {
+            why.push(format!("{label} running, not ready"));
+        }
+    }
+    if why.is_empty()
+        && let Some(c) = condition("Ready").filter(|c| c.status != "True")
+    {
+        why.push(format!(
+            "Ready={}{}",
+            c.status,
+            reason_message(c.reason.as_deref(), c.message.as_deref())
+        ));
+    }
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    if why.is_empty() {
+        Some(format!("{name}: {phase}"))
+    } else {
+        Some(format!("{name}: {phase}, {}", why.join(", ")))
+    }
+}
+
+/// Each pod that is not Running and Ready, as `name: why`; a line saying
+/// so when there is no pod at all.
+pub fn pods_not_ready(pods: &[Pod]) -> Vec<String> {
+    if pods.is_empty() {
+        return vec!["no pod matches yet".into()];
+    }
+    pods.iter().filter_map(pod_not_ready).collect()
+}
+
+/// ` (Reason: message)`, ` (Reason)`, ` (message)` or nothing.
+fn reason_message(reason: Option<&str>, message: Option<&str>) -> String {
+    let reason = reason.map(str::trim).filter(|s| !s.is_empty());
+    let message = message.map(str::trim).filter(|s| !s.is_empty());
+    match (reason, message) {
+        (Some(r), Some(m)) => format!(" ({r}: {m})"),
+        (Some(r), None) => format!(" ({r})"),
+        (None, Some(m)) => format!(" ({m})"),
+        (None, None) => String::new(),
+    }
+}
+
+// --- waits ---------------------------------------------------------------------
+
+/// Polls `check` until it returns no "not ready" lines or `timeout` passes.
+/// `check` returns `Err` for a failed request (retried) and `Ok(lines)`
+/// otherwise.
+async fn poll<F, Fut>(
+    what: String,
+    timeout: Duration,
+    hint: Option<String>,
+    mut check: F,
+) -> Result<(), KubeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, String>>,
+{
+    let started = Instant::now();
+    let mut not_ready = Vec::new();
+    let mut last_error: Option<String>;
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left.min(REQUEST_TIMEOUT), check()).await {
+            Ok(Ok(lines)) if lines.is_empty() => return Ok(()),
+            Ok(Ok(lines)) => {
+                not_ready = lines;
+                last_error = None;
+            }
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => {
+                last_error = Some(format!(
+                    "no answer within {}s",
+                    left.min(REQUEST_TIMEOUT).as_secs()
+                ))
+            }
+        }
+        if started.elapsed() + POLL >= timeout {
+            return Err(KubeError::Timeout(TimedOut {
+                what,
+                waited: timeout,
+                not_ready,
+                last_error,
+                hint,
+            }));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the API server's `/readyz` answers `ok`.
+pub async fn wait_api_healthy(client: &Client, timeout: Duration) -> Result<(), KubeError> {
+    poll(
+        "the API server to be ready (/readyz)".into(),
+        timeout,
+        Some(
+            "see the control plane's log with `devcluster logs NODE` (its kubeadm init step)"
+                .into(),
+        ),
+        || async {
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => Ok(Vec::new()),
+                Ok(body) => Ok(vec![format!("/readyz: {}", body.trim())]),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until every node in `names` is registered and Ready. The timeout
+/// error names those that are not, with their Ready condition's reason and
+/// message.
+pub async fn wait_nodes_ready(
+    client: &Client,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), KubeError> {
+    let api: Api<Node> = Api::all(client.clone());
+    poll(
+        format!("nodes to be Ready ({})", names.join(", ")),
+        timeout,
+        Some(
+            "a node that is not Ready usually lacks the pod network; see `devcluster logs NODE`"
+                .into(),
+        ),
+        || async {
+            let nodes = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(nodes_not_ready(&nodes.items, names))
+        },
+    )
+    .await
+}
+
+/// Waits until at least one pod in `namespace` matches `label_selector`
+/// and every matching pod is Running and Ready: CoreDNS is
+/// `kube-system`/`k8s-app=kube-dns`, flannel
+/// [`NAMESPACE`](super::flannel::NAMESPACE)/[`POD_SELECTOR`](super::flannel::POD_SELECTOR).
+pub async fn wait_pods_ready(
+    client: &Client,
+    namespace: &str,
+    label_selector: &str,
+    timeout: Duration,
+) -> Result<(), KubeError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(label_selector);
+    poll(
+        format!("pods {label_selector} in {namespace} to be Ready"),
+        timeout,
+        None,
+        || async {
+            let pods = api.list(&params).await.map_err(|e| e.to_string())?;
+            Ok(pods_not_ready(&pods.items))
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/kube")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| serde_json::from_value(i.clone()).unwrap())
+            .collect()
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flannel_manifest_splits_into_objects_of_the_right_kinds() {
+        let plan = crate::kube::kubeadm::tests::plan("1.36");
+        let yaml = crate::kube::flannel::manifest(&plan).unwrap();
+        let objects = parse_manifests(&yaml).unwrap();
+        let got: Vec<(String, String, String, String, Option<String>)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    o.gvk.group.clone(),
+                    o.gvk.version.clone(),
+                    o.gvk.kind.clone(),
+                    o.name.clone(),
+                    o.namespace.clone(),
+                )
+            })
+            .collect();
+        let s = |x: &str| x.to_string();
+        let ns = Some(s("kube-flannel"));
+        assert_eq!(
+            got,
+            vec![
+                (s(""), s("v1"), s("Namespace"), s("kube-flannel"), None),
+                (
+                    s("rbac.authorization.k8s.io"),
+                    s("v1"),
+                    s("ClusterRole"),
+                    s("flannel"),
+                    None
+                ),
+                (
+                    s("rbac.authorization.k8s.io"),
+                    s("v1"),
+                    s("ClusterRoleBinding"),
+                    s("flannel"),
+                    None
+                ),
+                (
+                    s(""),
+                    s("v1"),
+                    s("ServiceAccount"),
+                    s("flannel"),
+                    ns.clone()
+                ),
+                (
+                    s(""),
+                    s("v1"),
+                    s("ConfigMap"),
+                    s("kube-flannel-cfg"),
+                    ns.clone()
+                ),
+                (s("apps"), s("v1"), s("DaemonSet"), s("kube-flannel-ds"), ns),
+            ]
+        );
+        assert_eq!(
+            objects[5].describe(),
+            "DaemonSet kube-flannel/kube-flannel-ds"
+        );
+        // What is sent is the whole object, data included.
+        let cm = serde_json::to_value(&objects[4].object).unwrap();
+        assert_eq!(cm["apiVersion"], "v1");
+        assert_eq!(cm["kind"], "ConfigMap");
+        assert!(
+            cm["data"]["net-conf.json"]
+                .as_str()
+                .unwrap()
+                .contains("4096")
+        );
+    }
+
+    #[test]
+    fn bad_documents_are_named() {
+        let yaml = "---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\nkind: Pod\nmetadata:\n  name: b\n";
+        let e = parse_manifests(yaml).unwrap_err();
+        assert_eq!(e.to_string(), "manifest document 2: no apiVersion and kind");
+        let e = parse_manifests("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "manifest document 1: ConfigMap without metadata.name"
+        );
+        let e = parse_manifests("apiVersion: a/b/c\nkind: X\nmetadata:\n  name: x\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("manifest document 1: bad apiVersion \"a/b/c\""),
+            "{e}"
+        );
+        assert!(parse_manifests("# nothing\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn nodes_not_ready_name_the_node_and_the_kubelet_reason() {
+        let nodes: Vec<Node> = items("nodes-not-ready.json");
+        let lines = nodes_not_ready(&nodes, &names(&["dev-cp", "dev-w1", "dev-w2", "dev-w3"]));
+        assert_eq!(
+            lines,
+            [
+                "dev-w1: Ready=False (KubeletNotReady: container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized)",
+                "dev-w2: Ready=Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)",
+                "dev-w3: not registered with the API server",
+            ]
+        );
+        assert!(nodes_not_ready(&nodes, &names(&["dev-cp"])).is_empty());
+    }
+
+    #[test]
+    fn pods_not_ready_say_why() {
+        let coredns: Vec<Pod> = items("pods-coredns-pending.json");
+        assert_eq!(
+            pods_not_ready(&coredns),
+            [
+                "coredns-7c65d6cfc9-5xq2v: Pending, not scheduled (Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.)",
+                "coredns-7c65d6cfc9-k8m4n: Pending, container coredns waiting (ContainerCreating)",
+            ]
+        );
+        let flannel: Vec<Pod> = items("pods-flannel-mixed.json");
+        assert_eq!(
+            pods_not_ready(&flannel),
+            [
+                "kube-flannel-ds-7wz9j: Running, container kube-flannel waiting (CrashLoopBackOff: back-off 2m40s restarting failed container=kube-flannel pod=kube-flannel-ds-7wz9j_kube-flannel(5e0c1f7e-4a4b-4c55-9a51-0f3f4f1f2d11))",
+                "kube-flannel-ds-q4c8d: Pending, init container install-cni-plugin waiting (ErrImagePull: failed to pull and unpack image \"ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3\": failed to resolve reference \"ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3\": failed to do request: Head \"https://ghcr.io/v2/flannel-io/flannel-cni-plugin/manifests/v1.9.1-flannel3\": dial tcp: lookup ghcr.io on 192.168.100.1:53: no such host)",
+            ]
+        );
+        assert_eq!(pods_not_ready(&[]), ["no pod matches yet"]);
+    }
+
+    #[test]
+    fn timeout_messages_list_what_is_not_ready_and_the_last_error() {
+        let t = TimedOut {
+            what: "nodes to be Ready (dev-cp, dev-w1)".into(),
+            waited: Duration::from_secs(300),
+            not_ready: vec![
+                "dev-w1: Ready=False (KubeletNotReady: cni plugin not initialized)".into(),
+            ],
+            last_error: None,
+            hint: None,
+        };
+        assert_eq!(
+            KubeError::Timeout(t.clone()).to_string(),
+            "timed out after 300s waiting for nodes to be Ready (dev-cp, dev-w1); not ready: dev-w1: Ready=False (KubeletNotReady: cni plugin not initialized)"
+        );
+        let t = TimedOut {
+            what: "the API server to be ready (/readyz)".into(),
+            not_ready: vec![],
+            last_error: Some("client error (Connect)".into()),
+            ..t
+        };
+        assert_eq!(
+            t.to_string(),
+            "timed out after 300s waiting for the API server to be ready (/readyz); last error: client error (Connect)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poll_gives_up_after_the_timeout_with_the_last_answer() {
+        let mut calls = 0;
+        let err = poll("things".into(), Duration::from_secs(10), None, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n % 2 == 0 {
+                    Err(format!("refused {n}"))
+                } else {
+                    Ok(vec![format!("thing: not yet ({n})")])
+                }
+            }
+        })
+        .await
+        .unwrap_err();
+        let KubeError::Timeout(t) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(t.waited, Duration::from_secs(10));
+        assert!((4..=6).contains(&calls), "{calls}");
+        // The last poll's outcome, and the last "not ready" answer.
+        assert!(t.not_ready[0].starts_with("thing: not yet"), "{t:?}");
+        assert_eq!(t.not_ready.len(), 1);
+
+        let mut calls = 0;
+        poll("things".into(), Duration::from_secs(10), None, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Ok(vec!["x".to_string()])
+                } else {
+                    Ok(vec![])
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls, 3);
+    }
+}
