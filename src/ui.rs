@@ -268,7 +268,9 @@ impl crate::images::Progress for DownloadProgress {
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             Some(bar)
         } else {
-            let size = total.map(|t| format!(" ({})", human_bytes(t))).unwrap_or_default();
+            let size = total
+                .map(|t| format!(" ({})", human_bytes(t)))
+                .unwrap_or_default();
             let from = if offset > 0 {
                 format!(", resuming at {}", human_bytes(offset))
             } else {

@@ -93,7 +93,9 @@ fn list(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
         })
         .collect();
     let mut out = ui::table(
-        &["NAME", "OS", "VERSION", "CACHED", "SIZE", "USED BY", "SOURCE"],
+        &[
+            "NAME", "OS", "VERSION", "CACHED", "SIZE", "USED BY", "SOURCE",
+        ],
         &rows,
     );
     if !inv.golden.is_empty() {

@@ -238,9 +238,7 @@ fn flag_layer(a: &UpArgs, m: &ArgMatches) -> Layer {
         windows_memory_mib: v(&a.windows_memory, || o("", "--windows-memory", None)),
         windows_disk_gib: v(&a.windows_disk, || o("", "--windows-disk", None)),
         windows_image: v(&a.windows_image, || o("", "--windows-image", None)),
-        offline: a
-            .offline
-            .then(|| Val::new(true, o("", "--offline", None))),
+        offline: a.offline.then(|| Val::new(true, o("", "--offline", None))),
         ..Layer::default()
     }
 }

@@ -90,7 +90,11 @@ pub fn cached_file(dirs: &Dirs, name: &str, artifact: &Artifact) -> Option<(Path
     let dir = image_dir(dirs, name);
     let sha = match &artifact.sha256 {
         Some(s) => s.to_ascii_lowercase(),
-        None => read_index(&dir).artifacts.get(&artifact.url)?.sha256.clone(),
+        None => read_index(&dir)
+            .artifacts
+            .get(&artifact.url)?
+            .sha256
+            .clone(),
     };
     let path = dir.join(format!("{sha}.{}", artifact.format.as_str()));
     path.is_file().then_some((path, sha))
@@ -129,10 +133,16 @@ pub async fn ensure(
             url: entry.license_url.clone(),
         });
     }
-    let sha = match (&artifact.sha256, &artifact.checksum_url, &artifact.checksum_name) {
+    let sha = match (
+        &artifact.sha256,
+        &artifact.checksum_url,
+        &artifact.checksum_name,
+    ) {
         (Some(s), _, _) => s.to_ascii_lowercase(),
         (None, Some(url), Some(file)) => {
-            fetch.progress.note(name, &format!("reading the checksum from {url}"));
+            fetch
+                .progress
+                .note(name, &format!("reading the checksum from {url}"));
             let text =
                 download::fetch_text(fetch.client()?, url, &fetch.download, fetch.progress, name)
                     .await?;
@@ -150,7 +160,13 @@ pub async fn ensure(
     };
     let dir = image_dir(dirs, name);
     let dest = dir.join(format!("{sha}.{}", artifact.format.as_str()));
-    let _lock = lock(dirs, &format!("{name}-{}", &sha[..16]), fetch.progress, name).await?;
+    let _lock = lock(
+        dirs,
+        &format!("{name}-{}", &sha[..16]),
+        fetch.progress,
+        name,
+    )
+    .await?;
     let mut downloaded = false;
     if !dest.is_file() {
         // Another process may have finished it while we waited.
@@ -192,7 +208,8 @@ pub async fn ensure(
 fn gunzip(from: &Path, to: &Path) -> Result<(), ImageError> {
     let tmp = with_suffix(to, ".tmp");
     let r = (|| -> std::io::Result<()> {
-        let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(File::open(from)?));
+        let mut input =
+            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(File::open(from)?));
         let mut out = std::io::BufWriter::new(File::create(&tmp)?);
         std::io::copy(&mut input, &mut out)?;
         let f = out.into_inner().map_err(|e| e.into_error())?;
@@ -295,28 +312,29 @@ pub struct ClusterUse {
     pub images: BTreeSet<String>,
 }
 
+impl ClusterUse {
+    fn of(s: &crate::state::ClusterState) -> Self {
+        Self {
+            cluster: s.name.clone(),
+            provider: s.plan.provider,
+            kubernetes_version: s.plan.kubernetes_version.clone(),
+            images: s.plan.nodes.iter().map(|n| n.image.clone()).collect(),
+        }
+    }
+}
+
 /// What every cluster uses, from their plans. A cluster whose state cannot
 /// be read is an error: cleaning up must not guess.
 pub fn usage(dirs: &Dirs) -> Result<Vec<ClusterUse>, ImageError> {
-    let listed = crate::state::list(dirs).map_err(|e| ImageError::Io {
-        what: "cannot read the clusters in",
-        path: dirs.clusters(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let listed = crate::state::list(dirs).map_err(ImageError::Clusters)?;
     let mut out = Vec::new();
     for l in listed {
         match l {
-            crate::state::Listed::Ok(s) => out.push(ClusterUse {
-                cluster: s.name.clone(),
-                provider: s.plan.provider,
-                kubernetes_version: s.plan.kubernetes_version.clone(),
-                images: s.plan.nodes.iter().map(|n| n.image.clone()).collect(),
-            }),
+            crate::state::Listed::Ok(s) => out.push(ClusterUse::of(&s)),
             crate::state::Listed::Broken { name, error } => {
-                return Err(ImageError::Io {
-                    what: "cannot tell which images this cluster uses:",
-                    path: dirs.cluster(&name),
-                    source: std::io::Error::other(error.to_string()),
+                return Err(ImageError::ClusterState {
+                    cluster: name,
+                    source: error,
                 });
             }
         }
@@ -378,7 +396,8 @@ fn golden_users(uses: &[ClusterUse], g: &super::golden::GoldenDisk) -> Vec<Strin
     // using the same image may have linked clones of it.
     uses.iter()
         .filter(|u| {
-            u.provider == g.key.provider
+            // A cluster not created yet has provider `auto`: any may be its.
+            (u.provider == g.key.provider || u.provider == ProviderKind::Auto)
                 && u.kubernetes_version == g.key.kubernetes_version
                 && u.images.contains(&g.image)
         })
@@ -395,12 +414,7 @@ pub fn inventory(dirs: &Dirs) -> Result<Inventory, ImageError> {
         .map(|l| {
             l.into_iter()
                 .filter_map(|l| match l {
-                    crate::state::Listed::Ok(s) => Some(ClusterUse {
-                        cluster: s.name.clone(),
-                        provider: s.plan.provider,
-                        kubernetes_version: s.plan.kubernetes_version.clone(),
-                        images: s.plan.nodes.iter().map(|n| n.image.clone()).collect(),
-                    }),
+                    crate::state::Listed::Ok(s) => Some(ClusterUse::of(&s)),
                     crate::state::Listed::Broken { .. } => None,
                 })
                 .collect()

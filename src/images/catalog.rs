@@ -363,7 +363,10 @@ format = "qcow2"
         ));
         let auto = ok.replace("[\"libvirt\"]", "[\"auto\"]");
         assert!(parse("t.toml", &auto).is_err());
-        let twice = format!("{ok}[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"https://e/y\"\nformat = \"vdi\"\nsha256 = \"{}\"\n", "b".repeat(64));
+        let twice = format!(
+            "{ok}[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"https://e/y\"\nformat = \"vdi\"\nsha256 = \"{}\"\n",
+            "b".repeat(64)
+        );
         assert!(
             parse("t.toml", &twice)
                 .unwrap_err()
@@ -385,12 +388,19 @@ format = "qcow2"
         );
         std::fs::write(dir.join("my-ubuntu.toml"), &mirrored).unwrap();
         let all = all(&dirs).unwrap();
-        let u = all
-            .iter()
-            .find(|l| l.entry.name == "ubuntu-24.04")
-            .unwrap();
-        assert!(u.entry.artifacts[0].url.starts_with("https://mirror.example.org/"));
-        assert!(matches!(u.source, Source::User { overrides: true, .. }));
+        let u = all.iter().find(|l| l.entry.name == "ubuntu-24.04").unwrap();
+        assert!(
+            u.entry.artifacts[0]
+                .url
+                .starts_with("https://mirror.example.org/")
+        );
+        assert!(matches!(
+            u.source,
+            Source::User {
+                overrides: true,
+                ..
+            }
+        ));
         assert!(u.source.to_string().ends_with("(overrides built-in)"));
         let w = all
             .iter()

@@ -88,11 +88,8 @@ pub async fn for_provider(
         return Ok(cached.path.clone());
     }
     let to = target(provider);
-    let dest = cache::image_dir(dirs, name).join(format!(
-        "{}.converted.{}",
-        cached.sha256,
-        to.as_str()
-    ));
+    let dest =
+        cache::image_dir(dirs, name).join(format!("{}.converted.{}", cached.sha256, to.as_str()));
     if dest.is_file() {
         return Ok(dest);
     }
@@ -164,7 +161,10 @@ mod tests {
         assert!(accepts(ProviderKind::Libvirt, Format::Qcow2));
         assert!(!accepts(ProviderKind::Libvirt, Format::Vhdx));
         assert!(!accepts(ProviderKind::Hyperv, Format::Qcow2));
-        assert!(!accepts(ProviderKind::Hyperv, Format::Vhd), "Gen 2 needs VHDX");
+        assert!(
+            !accepts(ProviderKind::Hyperv, Format::Vhd),
+            "Gen 2 needs VHDX"
+        );
         assert!(accepts(ProviderKind::Virtualbox, Format::Vmdk));
         assert_eq!(target(ProviderKind::Hyperv), Format::Vhdx);
         assert_eq!(target(ProviderKind::Virtualbox), Format::Vdi);
@@ -173,7 +173,10 @@ mod tests {
 
     #[test]
     fn a_missing_tool_is_not_found() {
-        assert_eq!(find_qemu_img(Some(Path::new("/nonexistent/qemu-img"))), None);
+        assert_eq!(
+            find_qemu_img(Some(Path::new("/nonexistent/qemu-img"))),
+            None
+        );
         assert!(install_hint().contains("qemu"));
     }
 }

@@ -66,6 +66,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Longest silence while reading (a stalled connection is retried).
     pub read_timeout: Duration,
+    /// Use proxies from the environment and the system (tests on loopback
+    /// turn this off).
+    pub proxies: bool,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Default for Options {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            proxies: true,
         }
     }
 }
@@ -85,12 +89,14 @@ impl Default for Options {
 pub fn client(opts: &Options) -> Result<reqwest::Client, ImageError> {
     // Library callers (tests) may not have installed it yet; the binary has.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .user_agent(concat!("devcluster/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(opts.connect_timeout)
-        .read_timeout(opts.read_timeout)
-        .build()
-        .map_err(ImageError::Client)
+        .read_timeout(opts.read_timeout);
+    if !opts.proxies {
+        b = b.no_proxy();
+    }
+    b.build().map_err(ImageError::Client)
 }
 
 /// One file to fetch.
@@ -173,16 +179,7 @@ pub async fn fetch(
             Ok(()) => return Ok(out),
             Err(e) if e.is_transient() && out.attempts < opts.attempts.max(1) => {
                 tracing::debug!("download of {} failed: {e:?}", req.url);
-                progress.note(
-                    req.label,
-                    &format!(
-                        "{}; retrying in {:.0?} (attempt {} of {})",
-                        chain(&e),
-                        delay,
-                        out.attempts + 1,
-                        opts.attempts
-                    ),
-                );
+                progress.note(req.label, &retry_note(&e, delay, out.attempts, opts));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(opts.max_backoff);
             }
@@ -191,17 +188,25 @@ pub async fn fetch(
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(&format!(": {t}"));
+/// `download failed (connection refused); retrying in 2s (attempt 3 of 5)`:
+/// the innermost cause, which says what happened.
+fn retry_note(e: &ImageError, delay: Duration, done: u32, opts: &Options) -> String {
+    let what = match e {
+        ImageError::Http { status, .. } => format!("the server answered {status}"),
+        ImageError::Protocol { message, .. } => message.clone(),
+        other => {
+            let mut last: &dyn std::error::Error = other;
+            while let Some(c) = last.source() {
+                last = c;
+            }
+            last.to_string()
         }
-        cause = c.source();
-    }
-    s
+    };
+    format!(
+        "download failed ({what}); retrying in {delay:.0?} (attempt {} of {})",
+        done + 1,
+        opts.attempts
+    )
 }
 
 async fn attempt(
@@ -459,7 +464,11 @@ fn rename_with_retry(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// A `file://` artifact: copied with the same verification (an air-gapped
 /// copy on a USB disk, a mirror on a share).
-fn copy_local(src: &Path, req: &Request<'_>, progress: &dyn Progress) -> Result<Outcome, ImageError> {
+fn copy_local(
+    src: &Path,
+    req: &Request<'_>,
+    progress: &dyn Progress,
+) -> Result<Outcome, ImageError> {
     let part = part_path(req.dest);
     let side = sidecar_path(req.dest);
     let rd = |source| ImageError::Io {
@@ -567,10 +576,7 @@ pub async fn fetch_text(
         .await;
         match r {
             Err(e) if e.is_transient() && attempts < opts.attempts.max(1) => {
-                progress.note(
-                    label,
-                    &format!("{}; retrying in {delay:.0?}", chain(&e)),
-                );
+                progress.note(label, &retry_note(&e, delay, attempts, opts));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(opts.max_backoff);
             }

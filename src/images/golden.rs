@@ -221,7 +221,10 @@ mod tests {
         std::fs::write(&disk, b"QFI\xfbprepared").unwrap();
         let g = store(&dirs, &key(), "ubuntu-24.04", &disk, Format::Qcow2).unwrap();
         assert!(!disk.exists(), "moved in");
-        assert!(g.path.ends_with(format!("golden/libvirt/{}/disk.qcow2", key().id())));
+        assert!(
+            g.path
+                .ends_with(format!("golden/libvirt/{}/disk.qcow2", key().id()))
+        );
         let found = lookup(&dirs, &key()).unwrap();
         assert_eq!(found.image, "ubuntu-24.04");
         assert_eq!(found.size_bytes, 12);

@@ -268,6 +268,14 @@ pub enum ImageError {
         to: &'static str,
         stderr: String,
     },
+    #[error("cannot tell which images the clusters use")]
+    Clusters(#[source] crate::state::StateError),
+    #[error("cannot tell which images cluster {cluster} uses")]
+    ClusterState {
+        cluster: String,
+        #[source]
+        source: crate::state::StateError,
+    },
     #[error("image {name} is used by cluster(s) {}", clusters.join(", "))]
     InUse { name: String, clusters: Vec<String> },
     #[error("{what} {}", path.display())]
@@ -323,6 +331,9 @@ impl ImageError {
                 "check the network and the proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY); a partial download resumes when you try again".into(),
             ),
             ImageError::NoConverter { .. } => Some(convert::install_hint().into()),
+            ImageError::ClusterState { cluster, .. } => Some(format!(
+                "fix or remove that cluster first (`devcluster --cluster {cluster} destroy`)"
+            )),
             ImageError::InUse { .. } => Some(
                 "destroy those clusters first, or pass --force (their VMs keep working: providers copy the base)".into(),
             ),
@@ -598,7 +609,14 @@ mod tests {
         assert_eq!(std::fs::read(&base.path).unwrap(), bytes);
         assert_eq!(base.sha256.len(), 64);
         assert!(matches!(
-            base_for(&dirs, "my-debian", Os::Windows, ProviderKind::Libvirt, &fetch).await,
+            base_for(
+                &dirs,
+                "my-debian",
+                Os::Windows,
+                ProviderKind::Libvirt,
+                &fetch
+            )
+            .await,
             Err(ImageError::WrongOs { .. })
         ));
         assert!(matches!(
