@@ -469,6 +469,54 @@ async fn checksum_from_a_checksum_file_then_offline() {
 }
 
 #[tokio::test]
+async fn an_air_gapped_file_copy_works_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let dirs = Dirs::under(home.path());
+    let usb = home.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let body = data(LEN, 16);
+    let sha = sha256_hex(&body);
+    std::fs::write(usb.join("disk.img"), &body).unwrap();
+    std::fs::write(usb.join("SHA256SUMS"), format!("{sha}  disk.img\n")).unwrap();
+    entry(
+        &dirs,
+        "ubuntu-24.04",
+        &format!("file://{}", usb.join("disk.img").display()),
+        &format!(
+            "checksum_url = \"file://{}\"\nchecksum_name = \"disk.img\"",
+            usb.join("SHA256SUMS").display()
+        ),
+        "qcow2",
+    );
+    let offline = fetch(&NoProgress).offline(true);
+    let base = images::base_for(
+        &dirs,
+        "ubuntu-24.04",
+        Os::Linux,
+        ProviderKind::Libvirt,
+        &offline,
+    )
+    .await
+    .unwrap();
+    assert_eq!(base.path, cached(&dirs, "ubuntu-24.04", &sha, "qcow2"));
+    assert_eq!(std::fs::read(&base.path).unwrap(), body);
+    // A corrupt copy is refused like a bad download.
+    std::fs::remove_dir_all(dirs.cache.join("images")).unwrap();
+    std::fs::write(usb.join("disk.img"), b"corrupt").unwrap();
+    let err = images::base_for(
+        &dirs,
+        "ubuntu-24.04",
+        Os::Linux,
+        ProviderKind::Libvirt,
+        &offline,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ImageError::Checksum { .. }), "{err:?}");
+    assert!(files_in(&dirs.cache.join("images")).is_empty());
+}
+
+#[tokio::test]
 async fn gzip_artifacts_are_verified_then_decompressed() {
     use std::io::Write;
     let server = Server::start();

@@ -120,7 +120,11 @@ pub async fn ensure(
     if let Some((path, sha)) = cached_file(dirs, name, artifact) {
         return Ok(hit(path, sha));
     }
-    if fetch.offline {
+    // Local files (an air-gapped copy) are fine offline; the network is not.
+    let remote = |u: &str| !u.starts_with("file://");
+    let needs_network = remote(&artifact.url)
+        || (artifact.sha256.is_none() && artifact.checksum_url.as_deref().is_some_and(remote));
+    if fetch.offline && needs_network {
         return Err(ImageError::Offline {
             name: name.clone(),
             provider,
@@ -143,9 +147,19 @@ pub async fn ensure(
             fetch
                 .progress
                 .note(name, &format!("reading the checksum from {url}"));
-            let text =
-                download::fetch_text(fetch.client()?, url, &fetch.download, fetch.progress, name)
-                    .await?;
+            let text = match url.strip_prefix("file://") {
+                Some(path) => download::read_local_text(Path::new(path))?,
+                None => {
+                    download::fetch_text(
+                        fetch.client()?,
+                        url,
+                        &fetch.download,
+                        fetch.progress,
+                        name,
+                    )
+                    .await?
+                }
+            };
             download::parse_sums(&text, file).ok_or_else(|| ImageError::NotListed {
                 checksum_url: url.clone(),
                 name: file.clone(),
@@ -175,19 +189,21 @@ pub async fn ensure(
             Compression::Gzip => with_suffix(&dest, ".gz"),
         };
         if !target.is_file() {
-            download::fetch(
-                fetch.client()?,
-                &Request {
-                    url: &artifact.url,
-                    sha256: &sha,
-                    dest: &target,
-                    size: artifact.size,
-                    label: name,
-                },
-                &fetch.download,
-                fetch.progress,
-            )
-            .await?;
+            let req = Request {
+                url: &artifact.url,
+                sha256: &sha,
+                dest: &target,
+                size: artifact.size,
+                label: name,
+            };
+            match artifact.url.strip_prefix("file://") {
+                Some(path) => {
+                    download::copy_local(Path::new(path), &req, fetch.progress)?;
+                }
+                None => {
+                    download::fetch(fetch.client()?, &req, &fetch.download, fetch.progress).await?;
+                }
+            }
         }
         if artifact.compression == Compression::Gzip {
             fetch.progress.note(name, "decompressing");
@@ -522,6 +538,9 @@ pub struct Removed {
 /// `images remove NAME`: deletes its cached files (and the entry of an
 /// imported image). Refused while a cluster uses it, unless `force`.
 pub fn remove(dirs: &Dirs, name: &str, force: bool) -> Result<Removed, ImageError> {
+    if !super::valid_name(name) {
+        return Err(ImageError::Name(name.to_string()));
+    }
     let dir = image_dir(dirs, name);
     if let Err(e) = catalog::find(dirs, name)
         && !dir.is_dir()

@@ -464,7 +464,7 @@ fn rename_with_retry(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// A `file://` artifact: copied with the same verification (an air-gapped
 /// copy on a USB disk, a mirror on a share).
-fn copy_local(
+pub fn copy_local(
     src: &Path,
     req: &Request<'_>,
     progress: &dyn Progress,
@@ -536,11 +536,7 @@ pub async fn fetch_text(
 ) -> Result<String, ImageError> {
     const LIMIT: usize = 8 << 20;
     if let Some(path) = url.strip_prefix("file://") {
-        return std::fs::read_to_string(path).map_err(|source| ImageError::Io {
-            what: "cannot read",
-            path: PathBuf::from(path),
-            source,
-        });
+        return read_local_text(Path::new(path));
     }
     let mut attempts = 0;
     let mut delay = opts.backoff;
@@ -583,6 +579,15 @@ pub async fn fetch_text(
             r => return r,
         }
     }
+}
+
+/// A local checksum list.
+pub fn read_local_text(path: &Path) -> Result<String, ImageError> {
+    std::fs::read_to_string(path).map_err(|source| ImageError::Io {
+        what: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The sha256 of `name` in a checksum list: GNU (`HEX  name`, `HEX *name`)
