@@ -936,3 +936,23 @@ fn prune_keeps_imported_images_and_remove_drops_their_entry() {
         .status(1)
         .stderr_has("image mine is not known");
 }
+
+#[test]
+fn proxies_from_the_environment_are_used() {
+    // The test server plays the proxy: a proxied request names the whole
+    // URL, which is the path it sees.
+    let proxy = Server::start();
+    let body = data(64 << 10, 17);
+    let sha = sha256_hex(&body);
+    let url = "http://images.example.invalid/disk.img";
+    proxy.put(url, Resource::new(body));
+    let mut t = Test::new();
+    cli_entry(&t, "t", url, &sha);
+    t.env("HTTP_PROXY", &proxy.url(""))
+        .env("NO_PROXY", "")
+        .args(&["images", "pull", "t"])
+        .run()
+        .status(0);
+    assert_eq!(proxy.log_for(url).len(), 1);
+    assert!(cached(&t.dirs(), "t", &sha, "qcow2").is_file());
+}
