@@ -22,6 +22,7 @@ packages=(
   p7zip-full       # 7z reads our seed ISOs
   libarchive-tools # bsdtar reads our seed ISOs
   python3-yaml     # YAML 1.1 reading of our cloud-init files, as cloud-init does
+  curl             # benches/download.rs compares our downloads with curl + sha256sum
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -93,8 +93,42 @@ pub enum Command {
 pub enum ImagesCommand {
     /// Register a local disk image under NAME (copied into the image cache).
     Import(ImportArgs),
-    /// Show the images devcluster knows.
+    /// Show the catalog, the cache and golden disks: what is cached, its
+    /// size, and which clusters use it.
     List(OutputArgs),
+    /// Download an image into the cache (verified, resumable), so later
+    /// runs need no network.
+    Pull(PullArgs),
+    /// Delete an image's cached files (and the entry of an imported image).
+    Remove(RemoveArgs),
+    /// Delete cached images and golden disks that no cluster uses.
+    Prune,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image, e.g. ubuntu-24.04 (see `devcluster images list`).
+    pub name: String,
+    /// Get (and convert) the file this provider boots; without it, every
+    /// artifact of the image.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Use the cache only: fail if the image is not there.
+    #[arg(long)]
+    pub offline: bool,
+    /// Accept the image's licence (required for evaluation media such as
+    /// Windows Server).
+    #[arg(long)]
+    pub accept_license: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The image.
+    pub name: String,
+    /// Remove it even if clusters use it (their VMs keep working).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +191,16 @@ pub struct UpArgs {
     /// Merge the kubeconfig context but keep kubectl's current context.
     #[arg(long)]
     pub no_switch_context: bool,
+
+    /// Never download: images must already be in the cache
+    /// (`devcluster images pull`). Config: `offline = true`.
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Accept the licences of the images used (required to download
+    /// evaluation media such as Windows Server).
+    #[arg(long)]
+    pub accept_license: bool,
 
     /// Output format of --dry-run.
     #[arg(short, long, value_enum, default_value_t = crate::ui::OutputFormat::Table)]

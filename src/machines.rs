@@ -38,11 +38,14 @@ pub enum MachinesError {
 }
 
 /// Resolves every node's base image before anything is created, so a
-/// missing image fails `up` with nothing changed.
-pub fn resolve_bases(
+/// missing image fails `up` with nothing changed. Images not in the cache
+/// are downloaded here (unless `fetch` is offline), with progress on
+/// `fetch.progress`.
+pub async fn resolve_bases(
     dirs: &Dirs,
     plan: &Plan,
     provider: crate::spec::ProviderKind,
+    fetch: &images::Fetch<'_>,
 ) -> Result<BTreeMap<String, BaseImage>, MachinesError> {
     let mut out = BTreeMap::new();
     for node in &plan.nodes {
@@ -53,7 +56,7 @@ pub fn resolve_bases(
             });
         }
         if !out.contains_key(&node.image) {
-            let base = images::base_for(dirs, &node.image, node.os, provider)?;
+            let base = images::base_for(dirs, &node.image, node.os, provider, fetch).await?;
             out.insert(node.image.clone(), base);
         }
     }

@@ -123,6 +123,8 @@ pub struct Layer {
     pub libvirt_uri: Option<Val<String>>,
     pub libvirt_domain_type: Option<Val<DomainType>>,
     pub libvirt_network_mode: Option<Val<NetworkMode>>,
+    /// Never download: images must be in the cache.
+    pub offline: Option<Val<bool>>,
 }
 
 impl Layer {
@@ -150,6 +152,7 @@ impl Layer {
             libvirt_uri: self.libvirt_uri.or(lower.libvirt_uri),
             libvirt_domain_type: self.libvirt_domain_type.or(lower.libvirt_domain_type),
             libvirt_network_mode: self.libvirt_network_mode.or(lower.libvirt_network_mode),
+            offline: self.offline.or(lower.offline),
         }
     }
 
@@ -179,6 +182,7 @@ impl Layer {
             libvirt_uri: s("qemu:///system"),
             libvirt_domain_type: Some(Val::default_value(DomainType::Auto)),
             libvirt_network_mode: Some(Val::default_value(NetworkMode::Nat)),
+            offline: Some(Val::default_value(false)),
         }
     }
 
@@ -212,6 +216,7 @@ struct FileLayer {
     windows: Option<FilePool>,
     network: Option<FileNetwork>,
     libvirt: Option<FileLibvirt>,
+    offline: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -296,6 +301,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Layer, UserError> {
         libvirt_uri: st(libvirt.uri),
         libvirt_domain_type: spanned(libvirt.domain_type, path, text),
         libvirt_network_mode: spanned(libvirt.network_mode, path, text),
+        offline: spanned(file.offline, path, text),
     })
 }
 
@@ -345,6 +351,8 @@ pub struct Spec {
     pub libvirt_uri: Val<String>,
     pub libvirt_domain_type: Val<DomainType>,
     pub libvirt_network_mode: Val<NetworkMode>,
+    /// Never download images (`--offline`, `offline = true`).
+    pub offline: Val<bool>,
 }
 
 /// Most workers of each OS: node names such as `NAME-win9` then fit
@@ -533,6 +541,7 @@ pub fn resolve(cluster: Val<String>, layer: Layer) -> Result<Spec, UserError> {
         libvirt_uri: req(layer.libvirt_uri, "libvirt.uri")?,
         libvirt_domain_type: req(layer.libvirt_domain_type, "libvirt.domain_type")?,
         libvirt_network_mode: req(layer.libvirt_network_mode, "libvirt.network_mode")?,
+        offline: req(layer.offline, "offline")?,
     })
 }
 
@@ -697,6 +706,16 @@ mod tests {
         let mem = layer.cp_memory_mib.unwrap();
         assert_eq!(mem.value, 1024);
         assert_eq!(mem.origin.to_string(), "dc.toml line 4");
+    }
+
+    #[test]
+    fn offline_from_a_file() {
+        let layer = parse_file(Path::new("dc.toml"), "workers = 0\noffline = true\n").unwrap();
+        let spec = resolve(name("dev"), layer).unwrap();
+        assert!(spec.offline.value);
+        assert_eq!(spec.offline.origin.to_string(), "dc.toml line 2");
+        let spec = resolve(name("dev"), Layer::default()).unwrap();
+        assert!(!spec.offline.value);
     }
 
     #[test]

@@ -198,6 +198,176 @@ impl NodeProgress {
     }
 }
 
+/// Download progress for [`crate::images::Progress`]: with a terminal, a
+/// bar per download (bytes, rate, ETA); otherwise plain lines: when it
+/// starts, every 10 seconds, and when it is verified.
+pub struct DownloadProgress {
+    printer: Printer,
+    downloads: std::sync::Mutex<std::collections::BTreeMap<String, Download>>,
+}
+
+struct Download {
+    bar: Option<indicatif::ProgressBar>,
+    started: std::time::Instant,
+    last_line: std::time::Instant,
+    offset: u64,
+    done: u64,
+    total: Option<u64>,
+}
+
+impl DownloadProgress {
+    pub fn new(printer: Printer) -> Self {
+        Self {
+            printer,
+            downloads: Default::default(),
+        }
+    }
+
+    /// Clears bars of downloads that did not finish (before an error).
+    pub fn clear(&self) {
+        self.with(|m| {
+            for d in m.values() {
+                if let Some(bar) = &d.bar {
+                    bar.finish_and_clear();
+                }
+            }
+            m.clear();
+        });
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut std::collections::BTreeMap<String, Download>) -> R) -> R {
+        let mut map = self
+            .downloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut map)
+    }
+}
+
+fn rate(bytes: u64, since: std::time::Instant) -> String {
+    let secs = since.elapsed().as_secs_f64().max(0.001);
+    format!(
+        "{}/s",
+        crate::images::download::human_bytes((bytes as f64 / secs) as u64)
+    )
+}
+
+impl crate::images::Progress for DownloadProgress {
+    fn start(&self, label: &str, url: &str, offset: u64, total: Option<u64>) {
+        use crate::images::download::human_bytes;
+        let bar = if self.printer.progress() {
+            let (bar, template) = match total {
+                Some(t) => (
+                    indicatif::ProgressBar::new(t),
+                    "{prefix:<16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                ),
+                None => (
+                    indicatif::ProgressBar::new_spinner(),
+                    "{spinner} {prefix:<16} {bytes} {bytes_per_sec}",
+                ),
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(label.to_string());
+            bar.set_position(offset);
+            bar.reset_eta();
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            Some(bar)
+        } else {
+            let size = total
+                .map(|t| format!(" ({})", human_bytes(t)))
+                .unwrap_or_default();
+            let from = if offset > 0 {
+                format!(", resuming at {}", human_bytes(offset))
+            } else {
+                String::new()
+            };
+            self.printer
+                .info(format!("{label}: downloading {url}{size}{from}"));
+            None
+        };
+        let now = std::time::Instant::now();
+        self.with(|m| {
+            // A retry starts again: the earlier attempt's bar goes.
+            if let Some(bar) = m.get(label).and_then(|d| d.bar.as_ref()) {
+                bar.finish_and_clear();
+            }
+            m.insert(
+                label.to_string(),
+                Download {
+                    bar,
+                    started: now,
+                    last_line: now,
+                    offset,
+                    done: 0,
+                    total,
+                },
+            )
+        });
+    }
+
+    fn advance(&self, label: &str, bytes: u64) {
+        use crate::images::download::human_bytes;
+        let line = self.with(|m| {
+            let d = m.get_mut(label)?;
+            d.done += bytes;
+            if let Some(bar) = &d.bar {
+                bar.inc(bytes);
+                return None;
+            }
+            if d.last_line.elapsed() < std::time::Duration::from_secs(10) {
+                return None;
+            }
+            d.last_line = std::time::Instant::now();
+            let at = d.offset + d.done;
+            let of = match d.total {
+                Some(t) if t > 0 => format!(
+                    "{}% ({} of {})",
+                    at * 100 / t,
+                    human_bytes(at),
+                    human_bytes(t)
+                ),
+                _ => human_bytes(at),
+            };
+            Some(format!("{label}: {of}, {}", rate(d.done, d.started)))
+        });
+        if let Some(line) = line {
+            self.printer.info(line);
+        }
+    }
+
+    fn finish(&self, label: &str) {
+        use crate::images::download::human_bytes;
+        let Some(d) = self.with(|m| m.remove(label)) else {
+            return;
+        };
+        if let Some(bar) = &d.bar {
+            bar.finish_and_clear();
+        }
+        self.printer.info(format!(
+            "{label}: downloaded {} in {:.1?} ({}), sha256 verified",
+            human_bytes(d.done),
+            d.started.elapsed(),
+            rate(d.done, d.started)
+        ));
+    }
+
+    fn note(&self, label: &str, message: &str) {
+        let text = format!("{label}: {message}");
+        let printed = self.with(|m| match m.get(label).and_then(|d| d.bar.as_ref()) {
+            Some(bar) => {
+                bar.println(&text);
+                true
+            }
+            None => false,
+        });
+        if !printed {
+            self.printer.info(text);
+        }
+    }
+}
+
 /// The text of an error report: `error:`, `caused by:` lines, `hint:`.
 pub fn render_report(report: &Report) -> String {
     let mut s = format!("error: {}\n", report.message);

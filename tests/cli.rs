@@ -435,10 +435,29 @@ fn images_import_and_list() {
     let mut disk = b"QFI\xfb\0\0\0\x03".to_vec();
     disk.resize(64 * 1024, 0);
     std::fs::write(t.work().join("disk.qcow2"), &disk).unwrap();
-    t.args(&["images", "list", "-o", "json"])
+    // The built-in catalog, nothing cached.
+    let list = t
+        .args(&["images", "list", "-o", "json"])
         .run()
         .status(0)
-        .stdout_has("[]");
+        .json();
+    let names: Vec<&str> = list["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["ubuntu-24.04", "windows-server-2022", "windows-server-2025"]
+    );
+    assert!(
+        list["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["cached"] == false)
+    );
     t.args(&[
         "images",
         "import",
@@ -459,9 +478,17 @@ fn images_import_and_list() {
         .run()
         .status(0)
         .json();
-    assert_eq!(list[0]["name"], "my-debian");
-    assert_eq!(list[0]["cached"], true);
-    assert_eq!(list[0]["size_bytes"], 64 * 1024);
+    let mine = &list["images"][0];
+    assert_eq!(mine["name"], "my-debian");
+    assert_eq!(mine["cached"], true);
+    assert_eq!(mine["size_bytes"], 64 * 1024);
+    assert!(
+        mine["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("config/images/my-debian.toml"),
+        "{mine}"
+    );
     t.args(&["images", "import", "Bad", "nope.img", "--os", "linux"])
         .run()
         .status(1)

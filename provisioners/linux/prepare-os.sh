@@ -42,6 +42,16 @@ fail() {
 
 systemd_running() { [[ -d /run/systemd/system ]]; }
 
+# cloud-init may still be applying the seed (users, files, growing the
+# disk) when SSH first answers: let it finish so nothing here races it.
+if command -v cloud-init >/dev/null; then
+  if timeout 600 cloud-init status --wait >/dev/null 2>&1; then
+    say "cloud-init: done"
+  else
+    say "cloud-init: not done or reported errors ($(cloud-init status 2>/dev/null | tr '\n' ' '))"
+  fi
+fi
+
 # unit_exists UNIT: the unit file is installed (and not masked).
 unit_exists() {
   [[ "$(systemctl show -p LoadState --value "$1" 2>/dev/null || true)" == loaded ]]

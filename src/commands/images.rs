@@ -1,17 +1,19 @@
-//! `devcluster images`: the images nodes boot from.
-
-use serde::Serialize;
+//! `devcluster images`: the catalog, the cache and golden disks.
 
 use super::Ctx;
-use crate::cli::{ImagesCommand, ImportArgs, OutputArgs};
+use crate::cli::{ImagesCommand, ImportArgs, OutputArgs, PullArgs, RemoveArgs};
 use crate::error::ExitStatus;
-use crate::images::{self, Import};
+use crate::images::download::human_bytes;
+use crate::images::{self, Fetch, Import};
 use crate::ui::{self, OutputFormat};
 
 pub fn images(ctx: &Ctx, cmd: &ImagesCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         ImagesCommand::Import(args) => import(ctx, args),
         ImagesCommand::List(args) => list(ctx, args),
+        ImagesCommand::Pull(args) => pull(ctx, args),
+        ImagesCommand::Remove(args) => remove(ctx, args),
+        ImagesCommand::Prune => prune(ctx),
     }
 }
 
@@ -54,61 +56,142 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-#[derive(Serialize)]
-struct Row {
-    name: String,
-    os: &'static str,
-    format: String,
-    cached: bool,
-    size_bytes: Option<u64>,
-    source: String,
-}
-
 fn list(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
-    let rows: Vec<Row> = images::user_entries(&ctx.dirs)?
-        .into_iter()
-        .map(|l| {
-            let artifact = l.entry.artifacts.first();
-            let local = artifact
-                .and_then(|a| a.url.strip_prefix("file://"))
-                .and_then(|p| std::fs::metadata(p).ok());
-            Row {
-                name: l.entry.name.clone(),
-                os: l.entry.os.as_str(),
-                format: artifact
-                    .map(|a| a.format.as_str().to_string())
-                    .unwrap_or_default(),
-                cached: local.is_some(),
-                size_bytes: local.map(|m| m.len()),
-                source: l.source.display().to_string(),
+    let inv = images::cache::inventory(&ctx.dirs)?;
+    if args.output == OutputFormat::Json {
+        ctx.printer.json(&inv)?;
+        return Ok(ExitStatus::Success);
+    }
+    let dash = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    let rows: Vec<Vec<String>> = inv
+        .images
+        .iter()
+        .map(|r| {
+            let mut source = r.source.clone();
+            if r.license_requires_acceptance {
+                source.push_str(" [evaluation licence: --accept-license]");
             }
+            vec![
+                r.name.clone(),
+                r.os.unwrap_or("?").to_string(),
+                r.version.clone().unwrap_or_else(|| "-".into()),
+                if r.cached { "yes" } else { "no" }.to_string(),
+                if r.size_bytes > 0 {
+                    human_bytes(r.size_bytes)
+                } else {
+                    "-".into()
+                },
+                dash(&r.used_by),
+                source,
+            ]
         })
         .collect();
-    match args.output {
-        OutputFormat::Json => ctx.printer.json(&rows)?,
-        OutputFormat::Table if rows.is_empty() => ctx
-            .printer
-            .info("no images; import one with `devcluster images import NAME PATH --os linux`"),
-        OutputFormat::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.clone(),
-                        r.os.to_string(),
-                        r.format.clone(),
-                        r.size_bytes
-                            .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
-                            .unwrap_or_else(|| "missing".into()),
-                        r.source.clone(),
-                    ]
-                })
-                .collect();
-            ctx.printer.out(ui::table(
-                &["NAME", "OS", "FORMAT", "CACHED", "ENTRY"],
-                &table,
-            ));
-        }
+    let mut out = ui::table(
+        &[
+            "NAME", "OS", "VERSION", "CACHED", "SIZE", "USED BY", "SOURCE",
+        ],
+        &rows,
+    );
+    if !inv.golden.is_empty() {
+        let rows: Vec<Vec<String>> = inv
+            .golden
+            .iter()
+            .map(|g| {
+                vec![
+                    g.id.clone(),
+                    g.image.clone(),
+                    g.provider.to_string(),
+                    g.kubernetes_version.clone(),
+                    human_bytes(g.size_bytes),
+                    dash(&g.used_by),
+                ]
+            })
+            .collect();
+        out.push_str("\n\n");
+        out.push_str(&ui::table(
+            &[
+                "GOLDEN DISK",
+                "IMAGE",
+                "PROVIDER",
+                "KUBERNETES",
+                "SIZE",
+                "USED BY",
+            ],
+            &rows,
+        ));
     }
+    ctx.printer.out(out);
+    Ok(ExitStatus::Success)
+}
+
+fn pull(ctx: &Ctx, a: &PullArgs) -> anyhow::Result<ExitStatus> {
+    if a.provider == Some(crate::spec::ProviderKind::Auto) {
+        return Err(crate::error::UserError::new(
+            "--provider auto does not name a provider",
+        )
+        .hint("use --provider libvirt, hyperv or virtualbox, or leave it out to pull every artifact")
+        .into());
+    }
+    let progress = ui::DownloadProgress::new(ctx.printer);
+    let fetch = Fetch::new(&progress)
+        .offline(a.offline)
+        .accept_license(a.accept_license);
+    let runtime = super::runtime()?;
+    let pulled = runtime.block_on(images::pull(&ctx.dirs, &a.name, a.provider, &fetch));
+    progress.clear();
+    runtime.shutdown_background();
+    for p in pulled? {
+        if !p.downloaded {
+            ctx.printer
+                .info(format!("{}: already in the cache", p.name));
+        }
+        ctx.printer.out(p.path.display());
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn remove(ctx: &Ctx, a: &RemoveArgs) -> anyhow::Result<ExitStatus> {
+    let r = images::cache::remove(&ctx.dirs, &a.name, a.force)?;
+    ctx.printer.info(format!(
+        "removed {} from the cache: freed {}",
+        a.name,
+        human_bytes(r.freed_bytes)
+    ));
+    if let Some(entry) = r.entry {
+        ctx.printer
+            .info(format!("removed its entry {}", entry.display()));
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn prune(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
+    let p = images::cache::prune(&ctx.dirs)?;
+    for (name, size) in &p.images {
+        ctx.printer
+            .info(format!("removed image {name} ({})", human_bytes(*size)));
+    }
+    for (id, image, size) in &p.golden {
+        ctx.printer.info(format!(
+            "removed golden disk {id} of {image} ({})",
+            human_bytes(*size)
+        ));
+    }
+    for name in &p.kept_imported {
+        ctx.printer.info(format!(
+            "kept {name}: imported, so it cannot be downloaded again (remove it with `devcluster images remove {name}`)"
+        ));
+    }
+    for name in &p.busy {
+        ctx.printer
+            .info(format!("kept {name}: it is being downloaded"));
+    }
+    ctx.printer
+        .out(format!("freed {}", human_bytes(p.freed_bytes)));
     Ok(ExitStatus::Success)
 }

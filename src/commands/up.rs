@@ -32,11 +32,11 @@ pub fn up(ctx: &Ctx, args: &UpArgs, matches: &ArgMatches) -> anyhow::Result<Exit
         return Ok(ExitStatus::Success);
     }
     let _lock = ClusterLock::acquire(&ctx.dirs, &plan.cluster, "devcluster up")?;
-    create(ctx, plan, args)
+    create(ctx, plan, args, spec.offline.value)
 }
 
 /// The real `up`: state, secrets, provider, images, VMs.
-fn create(ctx: &Ctx, plan: Plan, args: &UpArgs) -> anyhow::Result<ExitStatus> {
+fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result<ExitStatus> {
     let p = &ctx.printer;
     let existing = state::load(&ctx.dirs, &plan.cluster)?;
     let plan = match existing {
@@ -67,7 +67,13 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs) -> anyhow::Result<ExitStatus> {
         for d in &skipped {
             p.info(format!("skipped provider {}: {}", d.kind, d.detail));
         }
-        let bases = machines::resolve_bases(&ctx.dirs, &plan, provider.kind())?;
+        let downloads = ui::DownloadProgress::new(*p);
+        let fetch = crate::images::Fetch::new(&downloads)
+            .offline(offline)
+            .accept_license(args.accept_license);
+        let bases = machines::resolve_bases(&ctx.dirs, &plan, provider.kind(), &fetch).await;
+        downloads.clear();
+        let bases = bases?;
         if existing.is_none() {
             // A new cluster starts clean: VMs of the same name without a
             // state file are someone's (a lost state): refuse to adopt them;
@@ -251,6 +257,7 @@ fn flag_layer(a: &UpArgs, m: &ArgMatches) -> Layer {
         windows_memory_mib: v(&a.windows_memory, || o("", "--windows-memory", None)),
         windows_disk_gib: v(&a.windows_disk, || o("", "--windows-disk", None)),
         windows_image: v(&a.windows_image, || o("", "--windows-image", None)),
+        offline: a.offline.then(|| Val::new(true, o("", "--offline", None))),
         ..Layer::default()
     }
 }

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
