@@ -150,13 +150,12 @@ fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::state::StateError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::machines::NodesFailed>() {
+        return e.hint();
+    }
     if let Some(e) = err.downcast_ref::<crate::machines::ProvisionError>() {
         // Transparent: the step or SSH error inside is not in the chain.
-        return match e {
-            crate::machines::ProvisionError::Step(s) => s.hint(),
-            crate::machines::ProvisionError::Ssh(s) => s.hint(),
-            crate::machines::ProvisionError::Log(_) => None,
-        };
+        return e.hint();
     }
     if let Some(e) = err.downcast_ref::<crate::machines::MachinesError>() {
         return match e {

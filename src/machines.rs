@@ -166,17 +166,130 @@ pub enum ProvisionError {
     Step(#[from] crate::provision::StepError),
     #[error(transparent)]
     Log(#[from] crate::provision::log::LogError),
+    #[error("node {node}: step {step} failed")]
+    Kube {
+        node: String,
+        step: String,
+        #[source]
+        source: Box<crate::kube::client::KubeError>,
+    },
+    #[error("node {node}: did not {step}: the control plane failed")]
+    ControlPlaneFailed { node: String, step: String },
+    #[error("node {node}: cannot make its steps")]
+    Steps {
+        node: String,
+        #[source]
+        source: crate::error::Bug,
+    },
 }
 
-/// The steps of a node, in order. (`--no-kubernetes` ends here; the
-/// Kubernetes steps are added by the bootstrap.)
-pub fn node_steps(plan: &Plan, node: &NodePlan) -> Vec<crate::provision::Step> {
-    vec![crate::provision::steps::prepare_os(plan, node).with_test_hook_from_env()]
+impl ProvisionError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ProvisionError::Step(s) => s.hint(),
+            ProvisionError::Ssh(s) => s.hint(),
+            ProvisionError::Kube { node, source, .. } => source
+                .hint()
+                .or_else(|| Some(format!("see the whole log with `devcluster logs {node}`"))),
+            ProvisionError::ControlPlaneFailed { .. } => Some(
+                "fix the control plane's failure (above), then run `devcluster up` again".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Several nodes failed: each with its own error, the control plane's
+/// first.
+#[derive(Debug)]
+pub struct NodesFailed(pub Vec<ProvisionError>);
+
+impl std::fmt::Display for NodesFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "{} nodes failed: {}", all.len(), all.join("; "))
+    }
+}
+
+impl std::error::Error for NodesFailed {}
+
+impl NodesFailed {
+    pub fn hint(&self) -> Option<String> {
+        Some(
+            "see each node's log with `devcluster logs NODE`; after fixing the cause, `devcluster up` continues from the failed steps"
+                .into(),
+        )
+    }
+}
+
+/// The host-side step after `kubeadm init`: the pod network applied
+/// through the API server. Recorded with the control plane's steps.
+pub const NETWORK_ADDON: &str = "network-addon";
+
+/// How long the API server may take to answer after `kubeadm init`.
+pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The steps of a node, in order: the OS preparation, then (unless the
+/// plan is machines only) the Kubernetes ones. Every step honours the test
+/// hook ([`crate::provision::Step::with_test_hook_from_env`]).
+pub fn node_steps(
+    plan: &Plan,
+    node: &NodePlan,
+    secrets: &ClusterSecrets,
+) -> Result<Vec<crate::provision::Step>, crate::error::Bug> {
+    use crate::provision::steps;
+    let mut out = vec![steps::prepare_os(plan, node)];
+    if plan.kubernetes {
+        out.extend(steps::kubernetes_steps(plan, node, secrets)?);
+    }
+    Ok(out
+        .into_iter()
+        .map(crate::provision::Step::with_test_hook_from_env)
+        .collect())
+}
+
+/// Applies the pod network (flannel, configured for the plan) once the
+/// API server answers, logging to the control plane's log.
+async fn network_addon(
+    plan: &Plan,
+    secrets: &ClusterSecrets,
+    log: &mut crate::provision::log::NodeLog,
+) -> Result<(), crate::kube::client::KubeError> {
+    use crate::kube::client;
+    let _ = log.line(NETWORK_ADDON, "waiting for the API server (/readyz)");
+    let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
+    client::wait_api_healthy(&kube, API_TIMEOUT).await?;
+    let manifest = crate::kube::flannel::manifest(plan).map_err(|e| {
+        crate::kube::client::KubeError::Manifest {
+            index: 0,
+            message: e.0,
+        }
+    })?;
+    let applied = client::apply_manifests(&kube, &manifest).await?;
+    for object in applied {
+        let _ = log.line(NETWORK_ADDON, &format!("applied {object}"));
+    }
+    let _ = log.line(
+        NETWORK_ADDON,
+        &format!(
+            "flannel {} (VXLAN VNI {}, UDP {}) for {}",
+            crate::kube::flannel::RELEASE,
+            crate::kube::flannel::VXLAN_VNI,
+            crate::kube::flannel::VXLAN_PORT,
+            plan.network.pod_cidr
+        ),
+    );
+    Ok(())
 }
 
 /// Per node, in parallel: wait for SSH with the pinned host key, then run
-/// the node's steps, skipping those in `done`. Events stream to `events`
-/// (the caller persists state on each); returns each node's outcome.
+/// the node's steps, skipping those in `done`. Workers prepare and start
+/// joining while the control plane is still initialising (join retries
+/// discovery until the API server answers); when the control plane fails,
+/// a worker waiting to join stops instead of waiting out its timeout.
+/// After `kubeadm init` the control plane's task applies the pod network
+/// from the host ([`NETWORK_ADDON`]). Events stream to `events` (the
+/// caller persists state on each); returns each node's outcome.
 pub async fn provision_all(
     dirs: &Dirs,
     plan: &Plan,
@@ -185,7 +298,12 @@ pub async fn provision_all(
     ssh_timeout: std::time::Duration,
     events: tokio::sync::mpsc::UnboundedSender<(String, NodeEvent)>,
 ) -> Vec<(String, Result<(), ProvisionError>)> {
+    use crate::plan::Role;
+    use crate::provision::StepEvent;
     use crate::provision::ssh::{SshTarget, wait_for_ssh};
+    use crate::provision::steps::JOIN;
+    let (cp_failed_tx, cp_failed_rx) = tokio::sync::watch::channel(false);
+    let mut cp_failed_tx = Some(cp_failed_tx);
     let mut set = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for node in &plan.nodes {
@@ -196,28 +314,104 @@ pub async fn provision_all(
                 continue;
             }
         };
-        let steps = node_steps(plan, node);
+        let steps = match node_steps(plan, node, secrets) {
+            Ok(s) => s,
+            Err(source) => {
+                let node = node.name.clone();
+                results.push((node.clone(), Err(ProvisionError::Steps { node, source })));
+                continue;
+            }
+        };
+        let is_cp = node.role == Role::ControlPlane;
+        // Only the control plane's task may report its failure; the
+        // others wait on it before `join`.
+        let report_failure = if is_cp { cp_failed_tx.take() } else { None };
+        let mut cp_failed = cp_failed_rx.clone();
+        let (before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
         let done = done.get(&node.name).cloned().unwrap_or_default();
-        let (dirs, cluster, name) = (dirs.clone(), plan.cluster.clone(), node.name.clone());
+        let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
+        let name = node.name.clone();
         let tx = events.clone();
         set.spawn(async move {
+            let send = |ev: NodeEvent| {
+                let _ = tx.send((name.clone(), ev));
+            };
             let r = async {
-                let _ = tx.send((name.clone(), NodeEvent::WaitingForSsh));
+                send(NodeEvent::WaitingForSsh);
                 let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
-                let _ = tx.send((name.clone(), NodeEvent::SshReady(waited)));
-                let mut log = crate::provision::log::NodeLog::open(&dirs, &cluster, &name)?;
-                crate::provision::run_steps(&session, &steps, &done, &mut log, |ev| {
-                    let _ = tx.send((name.clone(), NodeEvent::Step(ev)));
+                send(NodeEvent::SshReady(waited));
+                let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
+                crate::provision::run_steps(&session, &before, &done, &mut log, |ev| {
+                    send(NodeEvent::Step(ev))
                 })
                 .await?;
+                if !join.is_empty() {
+                    // Stop when the control plane fails; a control plane
+                    // that succeeds drops its sender, which is no signal.
+                    let failed = async {
+                        if cp_failed.wait_for(|f| *f).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        r = crate::provision::run_steps(&session, &join, &done, &mut log, |ev| {
+                            send(NodeEvent::Step(ev))
+                        }) => r?,
+                        () = failed => {
+                            let _ = log.line(JOIN, "stopped: the control plane failed");
+                            return Err(ProvisionError::ControlPlaneFailed {
+                                node: name.clone(),
+                                step: JOIN.into(),
+                            });
+                        }
+                    }
+                }
                 let _ = session.close().await;
+                if is_cp && plan.kubernetes {
+                    if done.iter().any(|d| d == NETWORK_ADDON) {
+                        let _ = log.line(NETWORK_ADDON, "skipped: already done");
+                        send(NodeEvent::Step(StepEvent::Skipped(NETWORK_ADDON.into())));
+                    } else {
+                        send(NodeEvent::Step(StepEvent::Started(NETWORK_ADDON.into())));
+                        let started = std::time::Instant::now();
+                        match network_addon(&plan, &secrets, &mut log).await {
+                            Ok(()) => send(NodeEvent::Step(StepEvent::Finished(
+                                NETWORK_ADDON.into(),
+                                started.elapsed(),
+                            ))),
+                            Err(source) => {
+                                let _ = log.line(NETWORK_ADDON, &format!("failed: {source}"));
+                                send(NodeEvent::Step(StepEvent::Failed(
+                                    NETWORK_ADDON.into(),
+                                    started.elapsed(),
+                                )));
+                                return Err(ProvisionError::Kube {
+                                    node: name.clone(),
+                                    step: NETWORK_ADDON.into(),
+                                    source: Box::new(source),
+                                });
+                            }
+                        }
+                    }
+                }
                 Ok::<(), ProvisionError>(())
             }
             .await;
+            if r.is_err()
+                && let Some(tx) = report_failure
+            {
+                let _ = tx.send(true);
+            }
             (name, r)
         });
     }
     drop(events);
+    // A plan whose control plane could not even start its task.
+    if let Some(tx) = cp_failed_tx
+        && results.iter().any(|(_, r)| r.is_err())
+    {
+        let _ = tx.send(true);
+    }
     while let Some(j) = set.join_next().await {
         match j {
             Ok(r) => results.push(r),
@@ -244,11 +438,21 @@ pub fn apply_event(
 ) {
     use crate::provision::StepEvent;
     use crate::state::NodePhase;
+    use crate::state::{StepTime, now_ms};
     let ns = st.nodes.entry(node.to_string()).or_default();
     match ev {
         NodeEvent::WaitingForSsh => progress.set(node, "waiting for SSH"),
         NodeEvent::SshReady(t) => progress.set(node, format!("SSH ready after {t:.0?}")),
-        NodeEvent::Step(StepEvent::Started(s)) => progress.set(node, format!("{s} ...")),
+        NodeEvent::Step(StepEvent::Started(s)) => {
+            ns.step_times.insert(
+                s.clone(),
+                StepTime {
+                    started_ms: now_ms(),
+                    took_ms: None,
+                },
+            );
+            progress.set(node, format!("{s} ..."));
+        }
         NodeEvent::Step(StepEvent::Skipped(s)) => {
             if !ns.completed_steps.contains(s) {
                 ns.completed_steps.push(s.clone());
@@ -262,9 +466,15 @@ pub fn apply_event(
             if ns.failed_step.as_deref() == Some(s) {
                 ns.failed_step = None;
             }
+            if let Some(t) = ns.step_times.get_mut(s) {
+                t.took_ms = Some(now_ms().saturating_sub(t.started_ms));
+            }
             progress.set(node, format!("{s} done in {t:.1?}"));
         }
         NodeEvent::Step(StepEvent::Failed(s, t)) => {
+            if let Some(time) = ns.step_times.get_mut(s) {
+                time.took_ms = Some(now_ms().saturating_sub(time.started_ms));
+            }
             ns.failed_step = Some(s.clone());
             ns.phase = NodePhase::Failed;
             progress.finish(node, format!("{s} failed after {t:.1?}"));

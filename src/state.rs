@@ -113,6 +113,26 @@ pub struct NodeState {
     pub completed_steps: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<String>,
+    /// When each step last started and how long it took (absent while it
+    /// runs, or when it was cut short): what the summary's timeline shows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_times: BTreeMap<String, StepTime>,
+}
+
+/// One run of a step, in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTime {
+    pub started_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl NodeState {

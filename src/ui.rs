@@ -426,3 +426,31 @@ mod tests {
         assert_eq!(t, "NAME      IP\ndev-cp    10.0.0.2\ndev-win1  10.0.0.10");
     }
 }
+
+/// A duration as a person reads it: `850ms`, `42s`, `3m05s`, `1h02m`.
+pub fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(duration(Duration::from_secs(42)), "42s");
+        assert_eq!(duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(duration(Duration::from_secs(3720)), "1h02m");
+    }
+}

@@ -109,7 +109,7 @@ pub async fn provision(
         machines::apply_event(st, &node, &ev, &progress);
     }
     progress.clear();
-    let mut first_err: Option<ProvisionError> = None;
+    let mut failures: Vec<(usize, ProvisionError)> = Vec::new();
     for (node, r) in results {
         match r {
             Ok(()) => {
@@ -129,10 +129,19 @@ pub async fn provision(
                         ctx.printer.info(format!("  {line}"));
                     }
                 }
-                first_err.get_or_insert(e);
+                let order = plan.nodes.iter().position(|n| n.name == node);
+                failures.push((order.unwrap_or(usize::MAX), e));
             }
         }
     }
     state::save(&ctx.dirs, st)?;
-    first_err.map_or(Ok(()), |e| Err(e.into()))
+    // In plan order, the control plane first: the workers' failures often
+    // follow from its.
+    failures.sort_by_key(|(order, _)| *order);
+    let mut failures: Vec<ProvisionError> = failures.into_iter().map(|(_, e)| e).collect();
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0).into()),
+        _ => Err(machines::NodesFailed(failures).into()),
+    }
 }

@@ -22,8 +22,12 @@ pub struct NodeStatus {
     pub phase: String,
     /// Whether the node's SSH port answers (only asked of running VMs).
     pub ssh: Option<bool>,
-    /// Node readiness in Kubernetes, when known.
+    /// Node readiness in Kubernetes (`Ready`, `NotReady: why`, `not
+    /// registered`, `API unreachable: why`), once the control plane was
+    /// initialised.
     pub kubernetes: Option<String>,
+    /// The node's kubelet version, as it reports it.
+    pub kubelet_version: Option<String>,
     pub last_step: Option<String>,
 }
 
@@ -61,6 +65,7 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                     phase: ns.phase.as_str().into(),
                     ssh: None,
                     kubernetes: None,
+                    kubelet_version: None,
                     last_step: ns.last_step().map(str::to_string),
                 }
             })
@@ -90,6 +95,7 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                         },
                         n.phase.clone(),
                         n.kubernetes.clone().unwrap_or_else(|| "-".into()),
+                        n.kubelet_version.clone().unwrap_or_else(|| "-".into()),
                         n.last_step.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
@@ -110,6 +116,7 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                         "SSH",
                         "PHASE",
                         "KUBERNETES",
+                        "VERSION",
                         "LAST STEP"
                     ],
                     &rows
@@ -148,8 +155,49 @@ fn live(ctx: &Ctx, st: &ClusterState, status: &mut ClusterStatus) -> anyhow::Res
                 n.ssh = Some(matches!(probe, Ok(Ok(_))));
             }
         }
+        kubernetes(ctx, st, status).await;
         anyhow::Ok(())
     });
     runtime.shutdown_background();
     r
+}
+
+/// Each node's readiness from the API server, once `kubeadm init` ran on
+/// the control plane and its VM is running. One request, bounded.
+async fn kubernetes(ctx: &Ctx, st: &ClusterState, status: &mut ClusterStatus) {
+    use crate::kube::client;
+    let cp = st.plan.control_plane();
+    let initialised = st
+        .node(&cp.name)
+        .completed_steps
+        .iter()
+        .any(|s| s == crate::provision::steps::INIT_CONTROL_PLANE);
+    let cp_running = status
+        .nodes
+        .iter()
+        .any(|n| n.name == cp.name && n.vm == crate::providers::VmState::Running.to_string());
+    if !st.plan.kubernetes || !initialised {
+        return;
+    }
+    if !cp_running {
+        for n in &mut status.nodes {
+            n.kubernetes = Some("API down: the control plane is not running".into());
+        }
+        return;
+    }
+    let path = crate::pki::admin_kubeconfig_path(&ctx.dirs, &st.name);
+    let nodes = match client::client_from_admin_kubeconfig(&path).await {
+        Ok(kube) => client::list_nodes(&kube, std::time::Duration::from_secs(5)).await,
+        Err(e) => Err(e.to_string()),
+    };
+    for n in &mut status.nodes {
+        match &nodes {
+            Ok(nodes) => {
+                let (readiness, version) = client::node_readiness(nodes, &n.name);
+                n.kubernetes = Some(readiness);
+                n.kubelet_version = version;
+            }
+            Err(e) => n.kubernetes = Some(format!("API unreachable: {e}")),
+        }
+    }
 }

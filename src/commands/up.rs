@@ -49,7 +49,11 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
                     names(&e.plan).join(", ")
                 ));
             }
-            e.plan.clone()
+            // Its plan stays; only whether Kubernetes is wanted follows
+            // this run (`up --no-kubernetes`, then `up`).
+            let mut kept = e.plan.clone();
+            kept.kubernetes = plan.kubernetes;
+            kept
         }
         None => plan,
     };
@@ -135,25 +139,86 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
         state::save(&ctx.dirs, &st)?;
         r?;
 
+        let machines_took = started.elapsed();
         // Per node, in parallel: SSH with the pinned host key, then steps.
         super::provision(ctx, &mut st, &secrets).await?;
-        anyhow::Ok(st)
+        let nodes_took = started.elapsed() - machines_took;
+        let mut phases = vec![("machines", machines_took), ("nodes", nodes_took)];
+        if st.plan.kubernetes {
+            let t = Instant::now();
+            wait_ready(ctx, &st, &secrets).await?;
+            phases.push(("ready", t.elapsed()));
+        }
+        anyhow::Ok((st, phases))
     });
     runtime.shutdown_background();
-    let st = result?;
-    p.out(summary(&st, started.elapsed()));
+    let (st, phases) = result?;
     if args.no_kubernetes {
+        p.out(summary(&st, started, &phases));
         return Ok(ExitStatus::Success);
     }
-    Err(UserError::new(format!(
-        "cluster {}: the VMs are running, but this devcluster build cannot install Kubernetes on them yet",
-        st.name
-    ))
-    .hint("use `devcluster up --no-kubernetes` for machines only; `devcluster destroy` removes them")
-    .into())
+    let switch = !args.no_switch_context;
+    let file = crate::kubeconfig::merge_cluster(&ctx.dirs, &st.name, switch)?;
+    let context = crate::kubeconfig::context_name(&st.name);
+    let mut out = summary(&st, started, &phases);
+    out.push_str(&format!(
+        "\n\nkubeconfig: {context} merged into {}{}",
+        file.display(),
+        if switch {
+            " and made the current context"
+        } else {
+            " (current context unchanged: --no-switch-context)"
+        }
+    ));
+    let using = if switch {
+        String::new()
+    } else {
+        format!(" --context {context}")
+    };
+    out.push_str(&format!(
+        "\n\nnext:\n  kubectl{using} get nodes -o wide\n  devcluster --cluster {0} status\n  devcluster --cluster {0} ssh {1}",
+        st.name,
+        st.plan.control_plane().name
+    ));
+    p.out(out);
+    Ok(ExitStatus::Success)
 }
 
-fn summary(st: &ClusterState, took: std::time::Duration) -> String {
+/// How long each readiness wait may take.
+const NODES_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+const PODS_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// From the host, with the admin kubeconfig: every planned node Ready,
+/// then the pod network's and CoreDNS's pods. Each wait is bounded and says
+/// what is not ready on timeout.
+async fn wait_ready(
+    ctx: &Ctx,
+    st: &ClusterState,
+    secrets: &pki::ClusterSecrets,
+) -> anyhow::Result<()> {
+    use crate::kube::{client, flannel};
+    let p = &ctx.printer;
+    let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
+    client::wait_api_healthy(&kube, machines::API_TIMEOUT).await?;
+    let names: Vec<String> = st.plan.nodes.iter().map(|n| n.name.clone()).collect();
+    p.info(format!(
+        "waiting for nodes {} to be Ready",
+        names.join(", ")
+    ));
+    client::wait_nodes_ready(&kube, &names, NODES_READY_TIMEOUT).await?;
+    p.info("waiting for the pod network (flannel) and CoreDNS");
+    client::wait_pods_ready(
+        &kube,
+        flannel::NAMESPACE,
+        flannel::POD_SELECTOR,
+        PODS_READY_TIMEOUT,
+    )
+    .await?;
+    client::wait_pods_ready(&kube, "kube-system", "k8s-app=kube-dns", PODS_READY_TIMEOUT).await?;
+    Ok(())
+}
+
+fn summary(st: &ClusterState, started: Instant, phases: &[(&str, std::time::Duration)]) -> String {
     let rows: Vec<Vec<String>> = st
         .plan
         .nodes
@@ -168,13 +233,81 @@ fn summary(st: &ClusterState, took: std::time::Duration) -> String {
             ]
         })
         .collect();
+    let started_ms = crate::state::now_ms().saturating_sub(started.elapsed().as_millis() as u64);
+    let phases: Vec<String> = phases
+        .iter()
+        .map(|(name, took)| format!("{name} {}", ui::duration(*took)))
+        .collect();
     format!(
-        "{}\n\ncluster {} on {} in {:.0?}",
+        "{}\n\n{}\ncluster {} on {} in {} ({})",
         ui::table(&["NODE", "ROLE", "OS", "IP", "STATE"], &rows),
+        timeline(st, started_ms),
         st.name,
         st.plan.provider,
-        took
+        ui::duration(started.elapsed()),
+        phases.join(", ")
     )
+}
+
+/// The steps this run did, in the order they started, with their start
+/// relative to the run's: workers' `join` starting before the control
+/// plane's `init-control-plane` finished is the parallel bootstrap at work,
+/// and the last line says so.
+pub fn timeline(st: &ClusterState, run_started_ms: u64) -> String {
+    use crate::provision::steps::{INIT_CONTROL_PLANE, JOIN};
+    let mut steps: Vec<(u64, &str, &str, Option<u64>)> = Vec::new();
+    for n in &st.plan.nodes {
+        if let Some(ns) = st.nodes.get(&n.name) {
+            for (step, t) in &ns.step_times {
+                if t.started_ms >= run_started_ms {
+                    steps.push((t.started_ms, n.name.as_str(), step.as_str(), t.took_ms));
+                }
+            }
+        }
+    }
+    if steps.is_empty() {
+        return String::new();
+    }
+    steps.sort();
+    let at = |ms: u64| {
+        let s = ms.saturating_sub(run_started_ms) / 1000;
+        format!("+{}:{:02}", s / 60, s % 60)
+    };
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|(start, node, step, took)| {
+            vec![
+                node.to_string(),
+                step.to_string(),
+                at(*start),
+                took.map_or_else(
+                    || "-".into(),
+                    |ms| ui::duration(std::time::Duration::from_millis(ms)),
+                ),
+            ]
+        })
+        .collect();
+    let mut out = ui::table(&["NODE", "STEP", "STARTED", "TOOK"], &rows);
+    out.push('\n');
+    let init_done = steps
+        .iter()
+        .find(|s| s.2 == INIT_CONTROL_PLANE)
+        .and_then(|s| s.3.map(|took| s.0 + took));
+    let early: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.2 == JOIN && init_done.is_some_and(|done| s.0 < done))
+        .map(|s| s.1)
+        .collect();
+    if let Some(done) = init_done
+        && !early.is_empty()
+    {
+        out.push_str(&format!(
+            "{} started joining before kubeadm init finished at {}\n",
+            early.join(", "),
+            at(done)
+        ));
+    }
+    out
 }
 
 /// Layers the configuration: flags and env > project file > user file > defaults.
@@ -352,4 +485,66 @@ pub fn render_plan(plan: &Plan) -> String {
         plan.total_memory_mib(),
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StepTime;
+
+    #[test]
+    fn the_timeline_shows_workers_joining_before_init_finished() {
+        let layer = Layer {
+            workers: Some(Val::new(2, spec::Origin::Flag("--workers"))),
+            ..Layer::default()
+        };
+        let spec = spec::resolve(
+            Val::new("tl".into(), spec::Origin::Flag("--cluster")),
+            layer,
+        )
+        .unwrap();
+        let plan = plan::plan(&spec, &Surroundings::default()).unwrap();
+        let mut st = ClusterState::new(plan);
+        let t0 = 1_000_000;
+        let mut set = |node: &str, step: &str, start_s: u64, took_s: Option<u64>| {
+            st.nodes.get_mut(node).unwrap().step_times.insert(
+                step.into(),
+                StepTime {
+                    started_ms: t0 + start_s * 1000,
+                    took_ms: took_s.map(|s| s * 1000),
+                },
+            );
+        };
+        set("tl-cp", "prepare-os", 60, Some(5));
+        set("tl-cp", "init-control-plane", 200, Some(70));
+        set("tl-w1", "join", 190, Some(100));
+        set("tl-w2", "join", 300, None);
+        // A step of an earlier run is not part of this one's timeline.
+        set("tl-w2", "prepare-os", 0, Some(5));
+        let text = timeline(&st, t0 + 10_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["NODE", "STEP", "STARTED", "TOOK"]
+        );
+        let rows: Vec<Vec<&str>> = lines[1..5]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["tl-cp", "prepare-os", "+0:50", "5s"],
+                vec!["tl-w1", "join", "+3:00", "1m40s"],
+                vec!["tl-cp", "init-control-plane", "+3:10", "1m10s"],
+                vec!["tl-w2", "join", "+4:50", "-"],
+            ]
+        );
+        assert_eq!(
+            lines[5],
+            "tl-w1 started joining before kubeadm init finished at +4:20"
+        );
+        assert_eq!(lines.len(), 6);
+        assert_eq!(timeline(&st, t0 + 400_000), "");
+    }
 }

@@ -299,6 +299,39 @@ pub fn nodes_not_ready(nodes: &[Node], names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// What `status` shows of one node: `Ready`, `NotReady: why`, or `not
+/// registered`, and its kubelet's version when it reported one.
+pub fn node_readiness(nodes: &[Node], name: &str) -> (String, Option<String>) {
+    let Some(node) = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+    else {
+        return ("not registered".into(), None);
+    };
+    let version = node
+        .status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.kubelet_version.clone())
+        .filter(|v| !v.is_empty());
+    let readiness = match node_not_ready(node) {
+        None => "Ready".to_string(),
+        Some(why) => format!("NotReady: {why}"),
+    };
+    (readiness, version)
+}
+
+/// Every node the API server knows, asked once with a short timeout (for
+/// `status`: it must answer quickly even when the control plane is down).
+pub async fn list_nodes(client: &Client, timeout: Duration) -> Result<Vec<Node>, String> {
+    let api: Api<Node> = Api::all(client.clone());
+    match tokio::time::timeout(timeout, api.list(&ListParams::default())).await {
+        Ok(Ok(list)) => Ok(list.items),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
+
 /// Why a pod is not Running and Ready, or `None` when it is.
 pub fn pod_not_ready(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref();
@@ -531,6 +564,27 @@ mod tests {
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn node_readiness_says_ready_why_not_and_the_version() {
+        let nodes: Vec<Node> = items("nodes-not-ready.json");
+        assert_eq!(
+            node_readiness(&nodes, "dev-cp"),
+            ("Ready".to_string(), Some("v1.36.1".to_string()))
+        );
+        let (w1, v1) = node_readiness(&nodes, "dev-w1");
+        assert!(w1.starts_with("NotReady: Ready=False"), "{w1}");
+        assert_eq!(v1.as_deref(), Some("v1.36.1"));
+        assert!(
+            node_readiness(&nodes, "dev-w2")
+                .0
+                .starts_with("NotReady: Ready=Unknown")
+        );
+        assert_eq!(
+            node_readiness(&nodes, "dev-w9"),
+            ("not registered".to_string(), None)
+        );
     }
 
     #[test]
