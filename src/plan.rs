@@ -266,6 +266,56 @@ pub fn plan(spec: &Spec, env: &Surroundings) -> Result<Plan, UserError> {
     })
 }
 
+/// The most Linux workers a cluster has (`w1`..`w9`).
+pub const MAX_LINUX_WORKERS: u32 = 9;
+
+/// `node add --linux`: a new Linux worker in an existing plan, the lowest
+/// free `wN` (its address and MAC follow from the name, like every node's),
+/// sized by `machine` and booting `image`. Inserted after the last Linux
+/// worker so the plan keeps its order. Returns the new node's name.
+pub fn add_linux_worker(
+    plan: &mut Plan,
+    machine: (u32, u32, u32),
+    image: &str,
+) -> Result<String, UserError> {
+    let Some(i) =
+        (1..=MAX_LINUX_WORKERS).find(|i| plan.node(&format!("{}-w{i}", plan.cluster)).is_none())
+    else {
+        return Err(UserError::new(format!(
+            "cluster {} has {MAX_LINUX_WORKERS} Linux workers already, the most it can have",
+            plan.cluster
+        ))
+        .hint("remove one with `devcluster node remove NODE` first"));
+    };
+    let host = LINUX_WORKER_BASE + i;
+    let ip = plan.network.subnet.nth(host).ok_or_else(|| {
+        UserError::new(format!(
+            "internal error: {} has no host {host}",
+            plan.network.subnet
+        ))
+    })?;
+    let (cpus, memory_mib, disk_gib) = machine;
+    let node = NodePlan {
+        name: format!("{}-w{i}", plan.cluster),
+        role: Role::Worker,
+        os: Os::Linux,
+        ip,
+        mac: node_mac(&plan.cluster, host),
+        cpus,
+        memory_mib,
+        disk_gib,
+        image: image.to_string(),
+    };
+    let at = plan
+        .nodes
+        .iter()
+        .rposition(|n| n.os == Os::Linux)
+        .map_or(plan.nodes.len(), |p| p + 1);
+    let name = node.name.clone();
+    plan.nodes.insert(at, node);
+    Ok(name)
+}
+
 impl Plan {
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
@@ -294,6 +344,33 @@ mod tests {
             ..Layer::default()
         };
         resolve(Val::new(name.into(), Origin::Flag("--cluster")), layer).unwrap()
+    }
+
+    #[test]
+    fn added_workers_take_the_lowest_free_name_and_its_address() {
+        let full = plan(&spec("dev", 2, 1), &Surroundings::default()).unwrap();
+        let mut p = full.clone();
+        p.nodes.retain(|n| n.name != "dev-w1");
+        let name = add_linux_worker(&mut p, (1, 1024, 10), "guest").unwrap();
+        assert_eq!(name, "dev-w1");
+        let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["dev-cp", "dev-w2", "dev-w1", "dev-win1"]);
+        let added = p.node("dev-w1").unwrap();
+        let planned = full.node("dev-w1").unwrap();
+        assert_eq!((added.ip, &added.mac), (planned.ip, &planned.mac));
+        assert_eq!(
+            (added.cpus, added.memory_mib, added.disk_gib),
+            (1, 1024, 10)
+        );
+        assert_eq!(
+            add_linux_worker(&mut p, (1, 1024, 10), "guest").unwrap(),
+            "dev-w3"
+        );
+        for _ in 4..=MAX_LINUX_WORKERS {
+            add_linux_worker(&mut p, (1, 1024, 10), "guest").unwrap();
+        }
+        let err = add_linux_worker(&mut p, (1, 1024, 10), "guest").unwrap_err();
+        assert!(err.message.contains("9 Linux workers already"), "{err}");
     }
 
     #[test]

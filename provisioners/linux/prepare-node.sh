@@ -141,16 +141,38 @@ installed() {
   done
 }
 
-# apt_update: refreshes every package list (once per run).
+# apt_update: refreshes every package list (once per run). apt-get update
+# exits 0 when a mirror cannot be reached (it only warns "Failed to
+# fetch"), so the warnings are remembered: a later install failure then
+# says the mirrors were unreachable instead of "Unable to locate package".
 apt_updated=0
+apt_unreachable=0
 apt_update() {
   if [[ "$apt_updated" == 1 ]]; then
     return 0
   fi
-  if ! "${APT[@]}" update; then
+  local out
+  out=$(mktemp)
+  if ! "${APT[@]}" update 2>&1 | tee "$out"; then
+    rm -f "$out"
     fail "apt-get update failed (output above): the node cannot reach its package mirrors; it needs internet access (libvirt network_mode = \"nat\")"
   fi
+  if grep -qE '^(W: Failed to fetch|Err:)' "$out"; then
+    apt_unreachable=1
+  fi
+  rm -f "$out"
   apt_updated=1
+}
+
+# apt_install PACKAGE...: installs the packages, failing with the reason.
+apt_install() {
+  if "${APT[@]}" install -y --no-install-recommends "$@"; then
+    return 0
+  fi
+  if [[ "$apt_unreachable" == 1 ]]; then
+    fail "cannot install $*: the node cannot reach its package mirrors (\"Failed to fetch\" above); it needs internet access (libvirt network_mode = \"nat\")"
+  fi
+  fail "cannot install $* (apt-get output above)"
 }
 
 readonly BASE_PACKAGES=(containerd ca-certificates curl gpg conntrack socat ethtool iptables iproute2)
@@ -158,9 +180,7 @@ if installed "${BASE_PACKAGES[@]}"; then
   say "packages: ${BASE_PACKAGES[*]} already installed"
 else
   apt_update
-  if ! "${APT[@]}" install -y --no-install-recommends "${BASE_PACKAGES[@]}"; then
-    fail "cannot install ${BASE_PACKAGES[*]} from the distribution's mirror (output above)"
-  fi
+  apt_install "${BASE_PACKAGES[@]}"
   say "packages: installed ${BASE_PACKAGES[*]}"
 fi
 

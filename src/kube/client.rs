@@ -544,6 +544,228 @@ pub async fn wait_pods_ready(
     .await
 }
 
+// --- draining and removing a node -----------------------------------------------
+
+/// The pods `node remove` evicts from a node: all but DaemonSet pods
+/// (their controller would put them back; they go with the node) and
+/// mirror pods of static manifests (kubelet owns them), as `kubectl drain
+/// --ignore-daemonsets` does. `(namespace, name)`.
+pub fn pods_to_evict(pods: &[Pod]) -> Vec<(String, String)> {
+    pods.iter()
+        .filter(|p| {
+            let daemonset = p
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"));
+            let mirror = p
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+            !daemonset && !mirror
+        })
+        .filter_map(|p| {
+            Some((
+                p.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                p.metadata.name.clone()?,
+            ))
+        })
+        .collect()
+}
+
+/// What draining a node did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Drained {
+    /// False when the API server had no such node (never joined).
+    pub registered: bool,
+    /// `namespace/name` of the pods evicted.
+    pub evicted: Vec<String>,
+}
+
+/// `node remove`: cordons the node, evicts its pods (retrying while a
+/// disruption budget refuses), waits until they are gone, then deletes the
+/// Node object. Bounded by `timeout`; a node the API server does not know
+/// is nothing to drain.
+pub async fn drain_and_delete_node(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<Drained, KubeError> {
+    use ::kube::api::{DeleteParams, EvictParams};
+    let nodes: Api<Node> = Api::all(client.clone());
+    let api_err = |what: &str, source| KubeError::Apply {
+        object: format!("{what} node {name}"),
+        source,
+    };
+    let cordon = serde_json::json!({"spec": {"unschedulable": true}});
+    match nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(&cordon))
+        .await
+    {
+        Ok(_) => {}
+        Err(::kube::Error::Api(e)) if e.code == 404 => return Ok(Drained::default()),
+        Err(source) => return Err(api_err("cordon", source)),
+    }
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={name}"));
+    let all_pods: Api<Pod> = Api::all(client.clone());
+    let evicted = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    poll(
+        format!("the pods on {name} to be evicted"),
+        timeout,
+        Some(format!(
+            "a PodDisruptionBudget may forbid evicting them; see `kubectl get pods -A -o wide --field-selector spec.nodeName={name}`"
+        )),
+        || async {
+            let pods = all_pods.list(&on_node).await.map_err(|e| e.to_string())?;
+            let left = pods_to_evict(&pods.items);
+            for (ns, pod) in &left {
+                let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                match api.evict(pod, &EvictParams::default()).await {
+                    Ok(_) => {
+                        if let Ok(mut e) = evicted.lock() {
+                            e.insert(format!("{ns}/{pod}"));
+                        }
+                    }
+                    // Gone already, or a budget says not yet: look again.
+                    Err(::kube::Error::Api(e)) if e.code == 404 || e.code == 429 => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(left.iter().map(|(ns, pod)| format!("{ns}/{pod}")).collect())
+        },
+    )
+    .await?;
+    let drained = Drained {
+        registered: true,
+        evicted: evicted
+            .into_inner()
+            .map(|e| e.into_iter().collect())
+            .unwrap_or_default(),
+    };
+    match nodes.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(::kube::Error::Api(e)) if e.code == 404 => {}
+        Err(source) => return Err(api_err("delete", source)),
+    }
+    Ok(drained)
+}
+
+// --- bootstrap tokens --------------------------------------------------------------
+
+/// The Secret kubeadm makes for a bootstrap token (kube-system,
+/// `bootstrap-token-ID`, type `bootstrap.kubernetes.io/token`): usable for
+/// authentication and for signing the cluster-info ConfigMap, in kubeadm's
+/// default node group, expiring at `expires` (RFC 3339).
+pub fn bootstrap_token_secret(
+    token: &str,
+    expires: &str,
+) -> Result<k8s_openapi::api::core::v1::Secret, KubeError> {
+    let Some((id, secret)) = token.split_once('.') else {
+        return Err(KubeError::Manifest {
+            index: 0,
+            message: "a bootstrap token is ID.SECRET".into(),
+        });
+    };
+    let data: BTreeMap<String, String> = [
+        ("token-id", id),
+        ("token-secret", secret),
+        ("expiration", expires),
+        ("usage-bootstrap-authentication", "true"),
+        ("usage-bootstrap-signing", "true"),
+        (
+            "auth-extra-groups",
+            "system:bootstrappers:kubeadm:default-node-token",
+        ),
+        ("description", "made by devcluster node add"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Ok(k8s_openapi::api::core::v1::Secret {
+        metadata: ::kube::api::ObjectMeta {
+            name: Some(format!("bootstrap-token-{id}")),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        type_: Some("bootstrap.kubernetes.io/token".into()),
+        string_data: Some(data),
+        ..Default::default()
+    })
+}
+
+/// Whether a bootstrap token Secret can still authenticate a join for at
+/// least `margin`: not expired (by its `expiration`) and usable for
+/// authentication.
+pub fn bootstrap_token_usable(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    now: time::OffsetDateTime,
+    margin: Duration,
+) -> bool {
+    let field = |k: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    if field("usage-bootstrap-authentication").as_deref() != Some("true") {
+        return false;
+    }
+    match field("expiration") {
+        None => true,
+        Some(exp) => {
+            time::OffsetDateTime::parse(&exp, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|exp| exp > now + margin)
+        }
+    }
+}
+
+/// Whether `token` can still join a node for 10 minutes: its Secret
+/// exists (the token cleaner deletes expired ones) and has not expired.
+pub async fn token_still_valid(client: &Client, token: &str) -> Result<bool, KubeError> {
+    let id = token.split('.').next().unwrap_or_default();
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "kube-system");
+    match api.get_opt(&format!("bootstrap-token-{id}")).await {
+        Ok(Some(s)) => Ok(bootstrap_token_usable(
+            &s,
+            time::OffsetDateTime::now_utc(),
+            Duration::from_secs(600),
+        )),
+        Ok(None) => Ok(false),
+        Err(source) => Err(KubeError::Apply {
+            object: format!("Secret kube-system/bootstrap-token-{id} (read)"),
+            source,
+        }),
+    }
+}
+
+/// Registers `token` with the cluster for `ttl`, as `kubeadm token create`
+/// does.
+pub async fn create_bootstrap_token(
+    client: &Client,
+    token: &str,
+    ttl: Duration,
+) -> Result<(), KubeError> {
+    let expires = (time::OffsetDateTime::now_utc() + ttl)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let secret = bootstrap_token_secret(token, &expires)?;
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "kube-system");
+    api.create(&::kube::api::PostParams::default(), &secret)
+        .await
+        .map(|_| ())
+        .map_err(|source| KubeError::Apply {
+            object: "a bootstrap token Secret in kube-system".into(),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,6 +786,95 @@ mod tests {
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn drain_evicts_all_but_daemonset_and_mirror_pods() {
+        let pods: Vec<Pod> = items("pods-on-node.json");
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            pods_to_evict(&pods),
+            [
+                s("default", "web-7c5ddbdf54-x2x9q"),
+                s("batch", "report-29123456-abcde"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bootstrap_token_secret_is_what_kubeadm_makes() {
+        let secret =
+            bootstrap_token_secret("abcdef.0123456789abcdef", "2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("bootstrap-token-abcdef")
+        );
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("kube-system"));
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("bootstrap.kubernetes.io/token")
+        );
+        let data = secret.string_data.as_ref().unwrap();
+        assert_eq!(data["token-id"], "abcdef");
+        assert_eq!(data["token-secret"], "0123456789abcdef");
+        assert_eq!(data["expiration"], "2026-11-23T10:00:00Z");
+        assert_eq!(data["usage-bootstrap-authentication"], "true");
+        assert_eq!(data["usage-bootstrap-signing"], "true");
+        assert_eq!(
+            data["auth-extra-groups"],
+            "system:bootstrappers:kubeadm:default-node-token"
+        );
+        assert!(bootstrap_token_secret("nodot", "x").is_err());
+    }
+
+    #[test]
+    fn token_usability_follows_expiration_and_usage() {
+        use k8s_openapi::ByteString;
+        let secret = |pairs: &[(&str, &str)]| k8s_openapi::api::core::v1::Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let now = time::OffsetDateTime::parse(
+            "2026-11-22T12:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let margin = Duration::from_secs(600);
+        let auth = ("usage-bootstrap-authentication", "true");
+        assert!(bootstrap_token_usable(
+            &secret(&[auth, ("expiration", "2026-11-23T12:00:00Z")]),
+            now,
+            margin
+        ));
+        // Expiring within the margin, expired, unparsable, or not for
+        // authentication: not usable.
+        assert!(!bootstrap_token_usable(
+            &secret(&[auth, ("expiration", "2026-11-22T12:05:00Z")]),
+            now,
+            margin
+        ));
+        assert!(!bootstrap_token_usable(
+            &secret(&[auth, ("expiration", "2026-11-21T12:00:00Z")]),
+            now,
+            margin
+        ));
+        assert!(!bootstrap_token_usable(
+            &secret(&[auth, ("expiration", "tomorrow")]),
+            now,
+            margin
+        ));
+        assert!(!bootstrap_token_usable(
+            &secret(&[("expiration", "2026-11-23T12:00:00Z")]),
+            now,
+            margin
+        ));
+        // No expiration: a token that never expires.
+        assert!(bootstrap_token_usable(&secret(&[auth]), now, margin));
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! `devcluster up` with Kubernetes on real VMs (libvirt + QEMU, software
+//! emulation, isolated network, the guest test image), driven through the
+//! binary.
+//!
+//! The Kubernetes package repositories cannot be reached from these
+//! machines (and the isolated network reaches nothing at all), so the
+//! honest outcome here is the failure path: `up` prepares the machines,
+//! then stops at `prepare-node` on every node with the package error,
+//! records it, reruns only that step the next time, and `destroy` removes
+//! everything. The success path (init, join, flannel, readiness) is
+//! exercised on hosts with internet access; see the README.
+
+#![cfg(all(target_os = "linux", feature = "test-libvirt"))]
+#![allow(clippy::print_stderr)] // progress of a long test, shown with --nocapture
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use common::Test;
+
+fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("virsh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const NODES: [&str; 2] = ["k8-cp", "k8-w1"];
+
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for vm in NODES {
+            virsh(&["destroy", vm]);
+            virsh(&["undefine", vm, "--nvram", "--managed-save"]);
+        }
+        for cmd in ["pool-destroy", "pool-undefine"] {
+            virsh(&[cmd, "devcluster-k8"]);
+        }
+        let _ = std::fs::remove_dir_all("/var/lib/libvirt/images/devcluster-k8");
+        virsh(&["net-destroy", "devcluster-k8"]);
+        virsh(&["net-undefine", "devcluster-k8"]);
+    }
+}
+
+const CONFIG: &str = r#"
+workers = 1
+[network]
+node_cidr = "192.168.235.0/24"
+[libvirt]
+network_mode = "isolated"
+domain_type = "qemu"
+[control_plane]
+cpus = 2
+memory_mib = 2048
+disk_gib = 10
+[linux]
+cpus = 1
+memory_mib = 1024
+disk_gib = 10
+image = "guest"
+"#;
+
+/// Somebody's kubeconfig, which a failed `up` must leave as it is.
+const THEIR_KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    server: https://10.0.0.1:6443
+  name: theirs
+contexts:
+- context:
+    cluster: theirs
+    user: them
+  name: theirs
+current-context: theirs
+users:
+- name: them
+  user:
+    token: abc
+";
+
+/// What a node's log says of each step: `name -> lines`.
+fn step_lines(log: &str, step: &str) -> Vec<String> {
+    let tag = format!("[{step}] ");
+    log.lines()
+        .filter_map(|l| l.split_once(&tag).map(|(_, rest)| rest.to_string()))
+        .collect()
+}
+
+#[test]
+fn up_stops_at_prepare_node_without_package_repositories() {
+    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
+        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
+    let _cleanup = Cleanup;
+    let mut t = Test::new();
+    t.file("devcluster.toml", CONFIG);
+    let kubeconfig = t.user_home().join(".kube/config");
+    std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
+    std::fs::write(&kubeconfig, THEIR_KUBECONFIG).unwrap();
+    t.args(&["images", "import", "guest", &image, "--os", "linux"])
+        .run()
+        .status(0);
+    let started = Instant::now();
+
+    // The first `up`: machines, prepare-os, then prepare-node fails on
+    // every node because no package mirror answers.
+    let first = t
+        .args(&["--cluster", "k8", "up"])
+        .run()
+        .status(1)
+        .stderr_has("2 nodes failed: node k8-cp: step prepare-node failed (exit 1); node k8-w1: step prepare-node failed (exit 1)")
+        .stderr_has("last lines of k8-cp's log:")
+        .stderr_has("last lines of k8-w1's log:")
+        .stderr_has("hint: see each node's log with `devcluster logs NODE`");
+    eprintln!("first up failed after {:?}", started.elapsed());
+    // The package error itself, from the script, in the output and the log.
+    let package_error = "prepare-node: cannot install containerd ca-certificates curl gpg conntrack socat ethtool iptables iproute2: the node cannot reach its package mirrors";
+    assert!(first.stderr.contains(package_error), "{}", first.stderr);
+    for node in NODES {
+        let logs = t.args(&["--cluster", "k8", "logs", node]).run().status(0);
+        let prepare_os = step_lines(&logs.stdout, "prepare-os");
+        assert!(
+            prepare_os.iter().any(|l| l.starts_with("finished in")),
+            "{node}: {prepare_os:?}"
+        );
+        let prepare_node = step_lines(&logs.stdout, "prepare-node");
+        assert!(
+            prepare_node.iter().any(|l| l.contains(package_error)),
+            "{node}: {prepare_node:?}"
+        );
+        // Neither init nor join ran: the control plane never got that far,
+        // and the worker stops at its own failed step.
+        assert!(step_lines(&logs.stdout, "init-control-plane").is_empty());
+        assert!(step_lines(&logs.stdout, "join").is_empty());
+    }
+    let status = t
+        .args(&["--cluster", "k8", "status", "-o", "json"])
+        .run()
+        .status(0)
+        .json();
+    for n in status["nodes"].as_array().unwrap() {
+        assert_eq!(n["last_step"], "prepare-node", "{n}");
+        assert_eq!(n["phase"], "failed", "{n}");
+        assert_eq!(n["vm"], "running", "{n}");
+        // Not initialised: status does not ask an API server.
+        assert!(n["kubernetes"].is_null(), "{n}");
+    }
+    let table = t.args(&["--cluster", "k8", "status"]).run().status(0);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("k8-w1") && l.contains("failed") && l.ends_with("prepare-node")),
+        "{}",
+        table.stdout
+    );
+
+    // Again: the machines exist and prepare-os is done, so only
+    // prepare-node runs (and fails the same way).
+    t.args(&["--cluster", "k8", "up"])
+        .run()
+        .status(1)
+        .stderr_has("node k8-w1: step prepare-node failed (exit 1)");
+    eprintln!("second up failed after {:?}", started.elapsed());
+    for node in NODES {
+        let logs = t.args(&["--cluster", "k8", "logs", node]).run().status(0);
+        let prepare_os = step_lines(&logs.stdout, "prepare-os");
+        assert_eq!(
+            prepare_os.last().map(String::as_str),
+            Some("skipped: already done"),
+            "{node}: {prepare_os:?}"
+        );
+        assert_eq!(
+            prepare_os.iter().filter(|l| *l == "started").count(),
+            1,
+            "{node}: prepare-os ran once: {prepare_os:?}"
+        );
+        let prepare_node = step_lines(&logs.stdout, "prepare-node");
+        assert_eq!(
+            prepare_node.iter().filter(|l| *l == "started").count(),
+            2,
+            "{node}: prepare-node ran twice: {prepare_node:?}"
+        );
+    }
+
+    // A failed up merged nothing into the user's kubeconfig.
+    assert_eq!(
+        std::fs::read_to_string(&kubeconfig).unwrap(),
+        THEIR_KUBECONFIG
+    );
+
+    // destroy: nothing of the cluster is left.
+    t.args(&["--cluster", "k8", "destroy", "--yes"])
+        .run()
+        .status(0);
+    assert!(!virsh(&["list", "--all", "--name"]).contains("k8-"));
+    assert!(!virsh(&["net-list", "--all", "--name"]).contains("devcluster-k8"));
+    assert!(!virsh(&["pool-list", "--all", "--name"]).contains("devcluster-k8"));
+    assert!(!std::path::Path::new("/var/lib/libvirt/images/devcluster-k8").exists());
+    assert!(!t.dirs().cluster("k8").exists());
+    assert_eq!(
+        std::fs::read_to_string(&kubeconfig).unwrap(),
+        THEIR_KUBECONFIG
+    );
+    eprintln!("whole test in {:?}", started.elapsed());
+}
