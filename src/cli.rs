@@ -87,6 +87,45 @@ pub enum Command {
     /// Manage the disk images nodes boot from.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Grow or shrink a cluster: add a worker, or drain and remove one.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Add a worker: create its VM, prepare it and join it to the cluster.
+    Add(NodeAddArgs),
+    /// Drain a worker, delete it from Kubernetes and delete its VM.
+    Remove(NodeRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("os").required(true).args(["linux", "windows"])))]
+pub struct NodeAddArgs {
+    /// A Linux worker (the lowest free NAME-wN), sized like the cluster's
+    /// other Linux workers.
+    #[arg(long)]
+    pub linux: bool,
+
+    /// A Windows worker.
+    #[arg(long)]
+    pub windows: bool,
+
+    /// Never download: the node's image must be in the cache.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeRemoveArgs {
+    /// The worker to remove, e.g. dev-w1.
+    pub node: String,
+
+    /// Remove the VM even when the API server cannot drain the node (it
+    /// does not answer): its pods are not evicted gracefully.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

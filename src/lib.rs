@@ -126,6 +126,7 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Start => commands::lifecycle::run(&ctx, commands::lifecycle::Op::Start),
         Command::Ssh(args) => commands::ssh::ssh(&ctx, args),
         Command::Logs(args) => commands::logs::logs(&ctx, args),
+        Command::Node(cmd) => commands::node::node(&ctx, cmd),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }

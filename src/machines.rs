@@ -282,6 +282,35 @@ async fn network_addon(
     Ok(())
 }
 
+/// Which nodes [`provision_all`] works on, and whether workers join.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Only this node (`node add`); every node when `None`.
+    pub only: Option<String>,
+    /// False: workers stop before `join` (a node added while the control
+    /// plane is not initialised yet; `up` joins it later).
+    pub join: bool,
+    /// Only the steps done before (each is skipped and logged as such):
+    /// `start` checks its nodes and leaves unfinished work to `up`.
+    pub done_only: bool,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self {
+            only: None,
+            join: true,
+            done_only: false,
+        }
+    }
+}
+
+impl Scope {
+    pub fn includes(&self, node: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == node)
+    }
+}
+
 /// Per node, in parallel: wait for SSH with the pinned host key, then run
 /// the node's steps, skipping those in `done`. Workers prepare and start
 /// joining while the control plane is still initialising (join retries
@@ -295,6 +324,7 @@ pub async fn provision_all(
     plan: &Plan,
     secrets: &ClusterSecrets,
     done: &BTreeMap<String, Vec<String>>,
+    scope: &Scope,
     ssh_timeout: std::time::Duration,
     events: tokio::sync::mpsc::UnboundedSender<(String, NodeEvent)>,
 ) -> Vec<(String, Result<(), ProvisionError>)> {
@@ -306,7 +336,7 @@ pub async fn provision_all(
     let mut cp_failed_tx = Some(cp_failed_tx);
     let mut set = tokio::task::JoinSet::new();
     let mut results = Vec::new();
-    for node in &plan.nodes {
+    for node in plan.nodes.iter().filter(|n| scope.includes(&n.name)) {
         let target = match SshTarget::for_node(node, secrets) {
             Ok(t) => t,
             Err(e) => {
@@ -314,7 +344,7 @@ pub async fn provision_all(
                 continue;
             }
         };
-        let steps = match node_steps(plan, node, secrets) {
+        let mut steps = match node_steps(plan, node, secrets) {
             Ok(s) => s,
             Err(source) => {
                 let node = node.name.clone();
@@ -322,13 +352,21 @@ pub async fn provision_all(
                 continue;
             }
         };
+        if !scope.join {
+            steps.retain(|s| s.name != JOIN);
+        }
+        let done = done.get(&node.name).cloned().unwrap_or_default();
+        if scope.done_only {
+            steps.retain(|s| done.contains(&s.name));
+        }
+        let addon =
+            plan.kubernetes && (!scope.done_only || done.iter().any(|d| d == NETWORK_ADDON));
         let is_cp = node.role == Role::ControlPlane;
         // Only the control plane's task may report its failure; the
         // others wait on it before `join`.
         let report_failure = if is_cp { cp_failed_tx.take() } else { None };
         let mut cp_failed = cp_failed_rx.clone();
         let (before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
-        let done = done.get(&node.name).cloned().unwrap_or_default();
         let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
         let name = node.name.clone();
         let tx = events.clone();
@@ -367,7 +405,7 @@ pub async fn provision_all(
                     }
                 }
                 let _ = session.close().await;
-                if is_cp && plan.kubernetes {
+                if is_cp && addon {
                     if done.iter().any(|d| d == NETWORK_ADDON) {
                         let _ = log.line(NETWORK_ADDON, "skipped: already done");
                         send(NodeEvent::Step(StepEvent::Skipped(NETWORK_ADDON.into())));

@@ -26,6 +26,7 @@ fn help_lists_implemented_verbs_only() {
         "start",
         "ssh",
         "logs",
+        "node",
         "completions",
     ] {
         assert!(
@@ -35,7 +36,7 @@ fn help_lists_implemented_verbs_only() {
         );
     }
     // Verbs arrive with the issues that implement them: none is listed early.
-    for verb in ["dashboard", "node", "doctor"] {
+    for verb in ["dashboard", "doctor"] {
         assert!(
             !run.stdout.lines().any(|l| l.trim_start().starts_with(verb)),
             "help lists {verb} before it exists:\n{}",
@@ -346,7 +347,12 @@ fn a_held_lock_makes_mutating_commands_exit_1_naming_the_holder() {
         "cluster dev is busy: pid {} is running `devcluster up`",
         std::process::id()
     );
-    for argv in [&["destroy", "--yes"][..], &["up"][..]] {
+    for argv in [
+        &["destroy", "--yes"][..],
+        &["up"][..],
+        &["node", "add", "--linux"][..],
+        &["node", "remove", "dev-w1"][..],
+    ] {
         t.args(argv).run().status(1).stderr_has(&expected);
     }
     // Read-only commands still work while it is held.
@@ -521,4 +527,45 @@ fn up_that_cannot_create_writes_nothing() {
         "wrote {:?}",
         files_under(&t.home())
     );
+}
+
+#[test]
+fn node_add_and_remove_refuse_bad_input_and_change_nothing() {
+    let mut t = Test::new();
+    make_cluster(&t.dirs(), "dev", 1, 0);
+    let state = t.dirs().cluster("dev").join("state.json");
+    let before = std::fs::read(&state).unwrap();
+    t.args(&["node", "add"])
+        .run()
+        .status(1)
+        .stderr_has("--linux");
+    t.args(&["node", "add", "--linux", "--windows"])
+        .run()
+        .status(1)
+        .stderr_has("cannot be used with");
+    t.args(&["node", "add", "--windows"])
+        .run()
+        .status(1)
+        .stderr_has("Windows workers need the Windows node support")
+        .stderr_has("hint: add a Linux worker with `devcluster node add --linux`");
+    t.args(&["--cluster", "nope", "node", "add", "--linux"])
+        .run()
+        .status(1)
+        .stderr_has("cluster nope does not exist");
+    // A cluster that is only planned has no machines to add to.
+    t.args(&["node", "add", "--linux"])
+        .run()
+        .status(1)
+        .stderr_has("cluster dev has no machines yet");
+    t.args(&["node", "remove", "dev-w7"])
+        .run()
+        .status(1)
+        .stderr_has("cluster dev has no node dev-w7")
+        .stderr_has("hint: its nodes are dev-cp, dev-w1");
+    t.args(&["node", "remove", "dev-cp"])
+        .run()
+        .status(1)
+        .stderr_has("dev-cp is the control plane and cannot be removed")
+        .stderr_has("destroy");
+    assert_eq!(std::fs::read(&state).unwrap(), before);
 }

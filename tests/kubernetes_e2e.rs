@@ -15,38 +15,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Instant;
 
 use common::Test;
-
-fn virsh(args: &[&str]) -> String {
-    let out = Command::new("virsh")
-        .args(["-c", "qemu:///system"])
-        .args(args)
-        .output()
-        .expect("virsh");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::vms::{ClusterCleanup, virsh};
 
 const NODES: [&str; 2] = ["k8-cp", "k8-w1"];
-
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for vm in NODES {
-            virsh(&["destroy", vm]);
-            virsh(&["undefine", vm, "--nvram", "--managed-save"]);
-        }
-        for cmd in ["pool-destroy", "pool-undefine"] {
-            virsh(&[cmd, "devcluster-k8"]);
-        }
-        let _ = std::fs::remove_dir_all("/var/lib/libvirt/images/devcluster-k8");
-        virsh(&["net-destroy", "devcluster-k8"]);
-        virsh(&["net-undefine", "devcluster-k8"]);
-    }
-}
 
 const CONFIG: &str = r#"
 workers = 1
@@ -97,7 +71,11 @@ fn step_lines(log: &str, step: &str) -> Vec<String> {
 fn up_stops_at_prepare_node_without_package_repositories() {
     let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
         .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let _cleanup = Cleanup;
+    let cleanup = ClusterCleanup {
+        cluster: "k8",
+        nodes: &NODES,
+    };
+    cleanup.clean();
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);
     let kubeconfig = t.user_home().join(".kube/config");
@@ -194,6 +172,51 @@ fn up_stops_at_prepare_node_without_package_repositories() {
         std::fs::read_to_string(&kubeconfig).unwrap(),
         THEIR_KUBECONFIG
     );
+
+    // node remove, then node add: the worker's VM goes and comes back
+    // (the control plane is not initialised, so there is nothing to drain
+    // and the new worker is prepared, not joined: here it stops at the
+    // same package error).
+    t.args(&["--cluster", "k8", "node", "remove", "k8-w1"])
+        .run()
+        .status(0)
+        .stdout_has("removed k8-w1 from cluster k8");
+    assert!(!virsh(&["list", "--all", "--name"]).contains("k8-w1"));
+    let status = t
+        .args(&["--cluster", "k8", "status", "-o", "json"])
+        .run()
+        .status(0)
+        .json();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 1, "{status}");
+    let log_before =
+        std::fs::read_to_string(t.dirs().cluster("k8").join("logs/k8-w1.log")).unwrap();
+    t.args(&["--cluster", "k8", "node", "add", "--linux"])
+        .run()
+        .status(1)
+        .stderr_has("creating k8-w1 (192.168.235.21)")
+        .stderr_has("node k8-w1: step prepare-node failed (exit 1)")
+        .stderr_has(package_error);
+    eprintln!("node remove + add after {:?}", started.elapsed());
+    let log = std::fs::read_to_string(t.dirs().cluster("k8").join("logs/k8-w1.log")).unwrap();
+    let added = &log[log_before.len()..];
+    // A new VM: prepare-os ran again (nothing of the old one was reused).
+    assert!(
+        step_lines(added, "prepare-os")
+            .iter()
+            .any(|l| l.starts_with("finished in")),
+        "{added}"
+    );
+    assert!(step_lines(added, "join").is_empty(), "{added}");
+    let status = t
+        .args(&["--cluster", "k8", "status", "-o", "json"])
+        .run()
+        .status(0)
+        .json();
+    let w1 = &status["nodes"][1];
+    assert_eq!(w1["name"], "k8-w1");
+    assert_eq!(w1["ip"], "192.168.235.21");
+    assert_eq!(w1["vm"], "running");
+    assert_eq!(w1["last_step"], "prepare-node");
 
     // destroy: nothing of the cluster is left.
     t.args(&["--cluster", "k8", "destroy", "--yes"])

@@ -7,37 +7,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Test;
-
-fn virsh(args: &[&str]) -> String {
-    let out = Command::new("virsh")
-        .args(["-c", "qemu:///system"])
-        .args(args)
-        .output()
-        .expect("virsh");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for vm in ["lc-cp", "lc-w1"] {
-            virsh(&["destroy", vm]);
-            virsh(&["undefine", vm, "--nvram", "--managed-save"]);
-        }
-        for cmd in ["pool-destroy", "pool-undefine"] {
-            virsh(&[cmd, "devcluster-lc"]);
-        }
-        // Disks left behind would be picked up again by the next run.
-        let _ = std::fs::remove_dir_all("/var/lib/libvirt/images/devcluster-lc");
-        virsh(&["net-destroy", "devcluster-lc"]);
-        virsh(&["net-undefine", "devcluster-lc"]);
-    }
-}
+use common::vms::{ClusterCleanup, virsh};
 
 const CONFIG: &str = r#"
 workers = 1
@@ -63,8 +37,11 @@ fn ssh_out(t: &mut Test, node: &str, cmd: &str) -> String {
 fn up_no_kubernetes_and_the_lifecycle() {
     let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
         .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let _cleanup = Cleanup;
-    Cleanup.drop_now();
+    let cleanup = ClusterCleanup {
+        cluster: "lc",
+        nodes: &["lc-cp", "lc-w1"],
+    };
+    cleanup.clean();
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);
     t.args(&["images", "import", "guest", &image, "--os", "linux"])
@@ -265,9 +242,4 @@ fn up_no_kubernetes_and_the_lifecycle() {
     assert!(!virsh(&["pool-list", "--all", "--name"]).contains("devcluster-lc"));
     assert!(!t.dirs().cluster("lc").exists());
     eprintln!("whole lifecycle in {:?}", started.elapsed());
-}
-
-impl Cleanup {
-    /// Removes leftovers of an earlier, killed run before starting.
-    fn drop_now(self) {}
 }

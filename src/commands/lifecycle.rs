@@ -93,12 +93,16 @@ pub fn run(ctx: &Ctx, op: Op) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// After a boot: wait for SSH on every node and run its steps; all are done
-/// already, so they are skipped (the log says so) unless one was not.
+/// After a boot: wait for SSH on every node and go through the steps done
+/// before, each skipped (the log says so); unfinished work is `up`'s.
 async fn after_start(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<()> {
     let secrets = crate::pki::ensure(&ctx.dirs, &st.plan)?;
     let mut st = st.clone();
-    super::provision(ctx, &mut st, &secrets).await
+    let scope = machines::Scope {
+        done_only: true,
+        ..machines::Scope::default()
+    };
+    super::provision(ctx, &mut st, &secrets, &scope).await
 }
 
 /// After a restore: step the guest clocks to the host's and check SSH.

@@ -13,6 +13,7 @@ pub mod kubeconfig;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;
+pub mod node;
 pub mod ssh;
 pub mod status;
 pub mod up;
@@ -72,6 +73,7 @@ pub async fn provision(
     ctx: &Ctx,
     st: &mut crate::state::ClusterState,
     secrets: &crate::pki::ClusterSecrets,
+    scope: &crate::machines::Scope,
 ) -> anyhow::Result<()> {
     use crate::machines::{self, ProvisionError};
     use crate::state::{self, NodePhase};
@@ -82,9 +84,14 @@ pub async fn provision(
         .collect();
     let plan = st.plan.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress =
-        crate::ui::NodeProgress::new(ctx.printer, plan.nodes.iter().map(|n| n.name.as_str()));
-    let work = machines::provision_all(&ctx.dirs, &plan, secrets, &done, SSH_TIMEOUT, tx);
+    let progress = crate::ui::NodeProgress::new(
+        ctx.printer,
+        plan.nodes
+            .iter()
+            .filter(|n| scope.includes(&n.name))
+            .map(|n| n.name.as_str()),
+    );
+    let work = machines::provision_all(&ctx.dirs, &plan, secrets, &done, scope, SSH_TIMEOUT, tx);
     tokio::pin!(work);
     let results = loop {
         tokio::select! {
@@ -113,9 +120,12 @@ pub async fn provision(
     for (node, r) in results {
         match r {
             Ok(()) => {
+                // A step that failed before and was not run now (`start`)
+                // still stands.
                 let ns = st.nodes.entry(node).or_default();
-                ns.phase = NodePhase::Ready;
-                ns.failed_step = None;
+                if ns.failed_step.is_none() {
+                    ns.phase = NodePhase::Ready;
+                }
             }
             Err(e) => {
                 if let Some(ns) = st.nodes.get_mut(&node) {

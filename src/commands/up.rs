@@ -141,7 +141,7 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
 
         let machines_took = started.elapsed();
         // Per node, in parallel: SSH with the pinned host key, then steps.
-        super::provision(ctx, &mut st, &secrets).await?;
+        super::provision(ctx, &mut st, &secrets, &machines::Scope::default()).await?;
         let nodes_took = started.elapsed() - machines_took;
         let mut phases = vec![("machines", machines_took), ("nodes", nodes_took)];
         if st.plan.kubernetes {

@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod sshd;
+pub mod vms;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

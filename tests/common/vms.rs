@@ -1,0 +1,45 @@
+//! Helpers of the tests that run real VMs on `qemu:///system`.
+
+use std::process::Command;
+
+/// `virsh -c qemu:///system ARGS`: its stdout (errors are the tests' to
+/// notice in what they look for).
+pub fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("virsh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// On drop (a test passing or panicking), removes whatever a cluster's
+/// test left in libvirt: its VMs, storage pool and directory, network.
+/// Disks left behind would be picked up again by the next run.
+pub struct ClusterCleanup {
+    pub cluster: &'static str,
+    pub nodes: &'static [&'static str],
+}
+
+impl Drop for ClusterCleanup {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+impl ClusterCleanup {
+    /// Removes the leftovers now (also of an earlier, killed run).
+    pub fn clean(&self) {
+        for vm in self.nodes {
+            virsh(&["destroy", vm]);
+            virsh(&["undefine", vm, "--nvram", "--managed-save"]);
+        }
+        let name = format!("devcluster-{}", self.cluster);
+        for cmd in ["pool-destroy", "pool-undefine"] {
+            virsh(&[cmd, &name]);
+        }
+        let _ = std::fs::remove_dir_all(format!("/var/lib/libvirt/images/{name}"));
+        virsh(&["net-destroy", &name]);
+        virsh(&["net-undefine", &name]);
+    }
+}
