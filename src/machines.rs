@@ -199,14 +199,13 @@ impl ProvisionError {
     }
 }
 
-/// Several nodes failed: each with its own error, the control plane's
-/// first.
+/// Several nodes failed: each node with its own error, in plan order.
 #[derive(Debug)]
-pub struct NodesFailed(pub Vec<ProvisionError>);
+pub struct NodesFailed(pub Vec<(String, ProvisionError)>);
 
 impl std::fmt::Display for NodesFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        let all: Vec<String> = self.0.iter().map(|(_, e)| e.to_string()).collect();
         write!(f, "{} nodes failed: {}", all.len(), all.join("; "))
     }
 }
@@ -215,10 +214,15 @@ impl std::error::Error for NodesFailed {}
 
 impl NodesFailed {
     pub fn hint(&self) -> Option<String> {
-        Some(
-            "see each node's log with `devcluster logs NODE`; after fixing the cause, `devcluster up` continues from the failed steps"
-                .into(),
-        )
+        let logs: Vec<String> = self
+            .0
+            .iter()
+            .map(|(node, _)| format!("`devcluster logs {node}`"))
+            .collect();
+        Some(format!(
+            "see the whole logs with {}; after fixing the cause, `devcluster up` continues from the failed steps",
+            logs.join(", ")
+        ))
     }
 }
 

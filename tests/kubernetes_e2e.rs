@@ -95,7 +95,7 @@ fn up_stops_at_prepare_node_without_package_repositories() {
         .stderr_has("2 nodes failed: node k8-cp: step prepare-node failed (exit 1); node k8-w1: step prepare-node failed (exit 1)")
         .stderr_has("last lines of k8-cp's log:")
         .stderr_has("last lines of k8-w1's log:")
-        .stderr_has("hint: see each node's log with `devcluster logs NODE`");
+        .stderr_has("hint: see the whole logs with `devcluster logs k8-cp`, `devcluster logs k8-w1`;");
     eprintln!("first up failed after {:?}", started.elapsed());
     // The package error itself, from the script, in the output and the log.
     let package_error = "prepare-node: cannot install containerd ca-certificates curl gpg conntrack socat ethtool iptables iproute2: the node cannot reach its package mirrors";

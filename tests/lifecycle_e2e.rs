@@ -90,8 +90,8 @@ fn up_no_kubernetes_and_the_lifecycle() {
         .args(&["--cluster", "lc", "up", "--no-kubernetes"])
         .run()
         .status(1)
-        .stderr_has(": step prepare-os failed (exit 3)")
-        .stderr_has("hint: see the whole log with `devcluster logs lc-");
+        .stderr_has("2 nodes failed: node lc-cp: step prepare-os failed (exit 3); node lc-w1: step prepare-os failed (exit 3)")
+        .stderr_has("hint: see the whole logs with `devcluster logs lc-cp`, `devcluster logs lc-w1`;");
     eprintln!("failing up done after {:?}", started.elapsed());
     assert!(
         failed.stderr.contains("DEVCLUSTER_TEST_FAIL_STEP"),

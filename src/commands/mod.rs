@@ -116,7 +116,7 @@ pub async fn provision(
         machines::apply_event(st, &node, &ev, &progress);
     }
     progress.clear();
-    let mut failures: Vec<(usize, ProvisionError)> = Vec::new();
+    let mut failures: Vec<(usize, String, ProvisionError)> = Vec::new();
     for (node, r) in results {
         match r {
             Ok(()) => {
@@ -140,18 +140,19 @@ pub async fn provision(
                     }
                 }
                 let order = plan.nodes.iter().position(|n| n.name == node);
-                failures.push((order.unwrap_or(usize::MAX), e));
+                failures.push((order.unwrap_or(usize::MAX), node, e));
             }
         }
     }
     state::save(&ctx.dirs, st)?;
     // In plan order, the control plane first: the workers' failures often
     // follow from its.
-    failures.sort_by_key(|(order, _)| *order);
-    let mut failures: Vec<ProvisionError> = failures.into_iter().map(|(_, e)| e).collect();
+    failures.sort_by_key(|(order, _, _)| *order);
+    let mut failures: Vec<(String, ProvisionError)> =
+        failures.into_iter().map(|(_, n, e)| (n, e)).collect();
     match failures.len() {
         0 => Ok(()),
-        1 => Err(failures.remove(0).into()),
+        1 => Err(failures.remove(0).1.into()),
         _ => Err(machines::NodesFailed(failures).into()),
     }
 }
