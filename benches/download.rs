@@ -47,17 +47,7 @@ fn main() {
     for round in 0..rounds {
         let home = work.path().join(format!("home-{round}"));
         entry(&home, "bench", &url, &sha);
-        let t = Instant::now();
-        let out = devcluster(&home)
-            .args(["images", "pull", "bench"])
-            .output()
-            .unwrap();
-        let took = t.elapsed();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let took = pull(&home);
         best_dc = best_dc.min(took);
         std::fs::remove_dir_all(&home).unwrap();
 
@@ -113,15 +103,7 @@ fn main() {
     entry(&home, "bench", &url, &sha);
     server.clear_log();
     server.update("/big.img", |r| r.cut_after = Some(size as u64 / 2));
-    let out = devcluster(&home)
-        .args(["images", "pull", "bench"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pull(&home);
     let served = server.served_for("/big.img");
     println!(
         "resume after a cut at 50 %: {} requests, {} bytes served for a {} byte file: re-fetched {} bytes (goal 0)",
@@ -166,15 +148,7 @@ fn main() {
         .unwrap_or(size as u64);
     let first = server.served_for("/big.img");
     server.clear_log();
-    let out = devcluster(&home)
-        .args(["images", "pull", "bench"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pull(&home);
     let second = server.served_for("/big.img");
     println!(
         "resume after SIGKILL: {on_disk} bytes on disk, the rerun fetched {second} = {} missing + {} re-fetched (goal 0); {} bytes were in flight at the kill (sent, never written)",
@@ -182,6 +156,22 @@ fn main() {
         second as i64 - (size as u64 - on_disk) as i64,
         first.saturating_sub(on_disk)
     );
+}
+
+/// `devcluster images pull bench` to completion: how long it took.
+fn pull(home: &Path) -> Duration {
+    let t = Instant::now();
+    let out = devcluster(home)
+        .args(["images", "pull", "bench"])
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
 }
 
 fn devcluster(home: &Path) -> Command {

@@ -448,9 +448,10 @@ pub async fn provision_all(
         });
     }
     drop(events);
-    // A plan whose control plane could not even start its task.
+    // A control plane that could not even start its task.
+    let cp = &plan.control_plane().name;
     if let Some(tx) = cp_failed_tx
-        && results.iter().any(|(_, r)| r.is_err())
+        && results.iter().any(|(n, r)| n == cp && r.is_err())
     {
         let _ = tx.send(true);
     }

@@ -175,6 +175,20 @@ impl ClusterState {
     pub fn node(&self, name: &str) -> NodeState {
         self.nodes.get(name).cloned().unwrap_or_default()
     }
+
+    /// Whether the cluster runs Kubernetes and `kubeadm init` completed on
+    /// its control plane: from then on there is an API server to ask.
+    pub fn initialised(&self) -> bool {
+        self.plan.kubernetes
+            && self
+                .nodes
+                .get(&self.plan.control_plane().name)
+                .is_some_and(|n| {
+                    n.completed_steps
+                        .iter()
+                        .any(|s| s == crate::provision::steps::INIT_CONTROL_PLANE)
+                })
+    }
 }
 
 pub fn now_rfc3339() -> String {

@@ -45,16 +45,6 @@ pub fn node(ctx: &Ctx, cmd: &NodeCommand) -> anyhow::Result<ExitStatus> {
     }
 }
 
-/// Whether `kubeadm init` completed on the control plane.
-fn initialised(st: &ClusterState) -> bool {
-    st.plan.kubernetes
-        && st
-            .node(&st.plan.control_plane().name)
-            .completed_steps
-            .iter()
-            .any(|s| s == crate::provision::steps::INIT_CONTROL_PLANE)
-}
-
 /// A client whose API server answers, or an error saying how to get there.
 async fn answering_client(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<kube::Client> {
     let path = crate::pki::admin_kubeconfig_path(&ctx.dirs, &st.name);
@@ -129,7 +119,7 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         .hint("remove a worker first (`devcluster node remove NODE`)")
         .into());
     }
-    let join = initialised(&st);
+    let join = st.initialised();
     let p = &ctx.printer;
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
@@ -228,7 +218,7 @@ fn remove(ctx: &Ctx, args: &NodeRemoveArgs) -> anyhow::Result<ExitStatus> {
         .into());
     }
     let p = &ctx.printer;
-    let registered = initialised(&st);
+    let registered = st.initialised();
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
         if registered {

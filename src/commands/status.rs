@@ -166,19 +166,14 @@ fn live(ctx: &Ctx, st: &ClusterState, status: &mut ClusterStatus) -> anyhow::Res
 /// the control plane and its VM is running. One request, bounded.
 async fn kubernetes(ctx: &Ctx, st: &ClusterState, status: &mut ClusterStatus) {
     use crate::kube::client;
+    if !st.initialised() {
+        return;
+    }
     let cp = st.plan.control_plane();
-    let initialised = st
-        .node(&cp.name)
-        .completed_steps
-        .iter()
-        .any(|s| s == crate::provision::steps::INIT_CONTROL_PLANE);
     let cp_running = status
         .nodes
         .iter()
         .any(|n| n.name == cp.name && n.vm == crate::providers::VmState::Running.to_string());
-    if !st.plan.kubernetes || !initialised {
-        return;
-    }
     if !cp_running {
         for n in &mut status.nodes {
             n.kubernetes = Some("API down: the control plane is not running".into());
