@@ -11,6 +11,7 @@ pub mod commands;
 pub mod dirs;
 pub mod error;
 pub mod fsutil;
+pub mod golden;
 pub mod host;
 pub mod images;
 pub mod kube;

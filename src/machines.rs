@@ -98,12 +98,61 @@ pub fn vm_spec(
         disk_gib: node.disk_gib,
         mac: node.mac.clone(),
         base: base.clone(),
+        golden: None,
         seed_iso,
         serial_log: dirs
             .cluster(&plan.cluster)
             .join("logs")
             .join(format!("{}.serial.log", node.name)),
     })
+}
+
+/// Before VMs are created: a node whose VM is gone gets a new, empty disk,
+/// so the steps its state records as done are forgotten; and each VM to
+/// be created is cloned from a golden disk when one fits
+/// ([`crate::golden::for_node`]), recorded in its state. Returns the nodes
+/// cloned from a golden disk, and notes for the user (a golden disk that
+/// does not fit).
+pub async fn choose_disks(
+    dirs: &Dirs,
+    provider: &dyn Provider,
+    st: &mut crate::state::ClusterState,
+    vms: &mut [VmSpec],
+) -> Result<(Vec<(String, images::golden::GoldenDisk)>, Vec<String>), MachinesError> {
+    use crate::providers::VmState;
+    let mut cloned = Vec::new();
+    let mut notes = Vec::new();
+    for vm in vms.iter_mut() {
+        let state = provider
+            .state(&vm.name)
+            .await
+            .map_err(|source| MachinesError::Provider {
+                node: vm.name.clone(),
+                source,
+            })?;
+        if state != VmState::Absent {
+            continue;
+        }
+        let ns = st.nodes.entry(vm.name.clone()).or_default();
+        ns.completed_steps.clear();
+        ns.failed_step = None;
+        ns.from_golden = None;
+        ns.kept_golden = None;
+        let Some(node) = st.plan.node(&vm.name) else {
+            continue;
+        };
+        let caps = provider.capabilities();
+        match crate::golden::for_node(dirs, &st.plan, node, &vm.base, provider.kind(), caps) {
+            Ok(Some(g)) => {
+                vm.golden = g.volume.as_ref().map(|v| v.name.clone());
+                ns.from_golden = Some(g.key.id());
+                cloned.push((vm.name.clone(), g));
+            }
+            Ok(None) => {}
+            Err(note) => notes.push(note),
+        }
+    }
+    Ok((cloned, notes))
 }
 
 /// Ensures the network, then creates and starts every VM in parallel.
@@ -156,6 +205,32 @@ pub enum NodeEvent {
     WaitingForSsh,
     SshReady(std::time::Duration),
     Step(crate::provision::StepEvent),
+    Golden(GoldenEvent),
+}
+
+/// Keeping the control plane's prepared disk ([`crate::golden`]).
+#[derive(Debug, Clone)]
+pub enum GoldenEvent {
+    Capturing,
+    Kept {
+        id: String,
+        bytes: u64,
+        took: std::time::Duration,
+    },
+    /// Not kept, and why (`up` goes on: it is an optimisation).
+    NotKept(String),
+}
+
+/// An error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -321,21 +396,25 @@ impl Scope {
 /// discovery until the API server answers); when the control plane fails,
 /// a worker waiting to join stops instead of waiting out its timeout.
 /// After `kubeadm init` the control plane's task applies the pod network
-/// from the host ([`NETWORK_ADDON`]). Events stream to `events` (the
-/// caller persists state on each); returns each node's outcome.
+/// from the host ([`NETWORK_ADDON`]). With `capture`, the control plane's
+/// disk is kept as a golden disk right after its prepare-node runs (see
+/// [`crate::golden`]). Events stream to `events` (the caller persists
+/// state on each); returns each node's outcome.
+#[allow(clippy::too_many_arguments)]
 pub async fn provision_all(
     dirs: &Dirs,
     plan: &Plan,
     secrets: &ClusterSecrets,
     done: &BTreeMap<String, Vec<String>>,
     scope: &Scope,
+    capture: Option<crate::golden::Capture>,
     ssh_timeout: std::time::Duration,
     events: tokio::sync::mpsc::UnboundedSender<(String, NodeEvent)>,
 ) -> Vec<(String, Result<(), ProvisionError>)> {
     use crate::plan::Role;
     use crate::provision::StepEvent;
     use crate::provision::ssh::{SshTarget, wait_for_ssh};
-    use crate::provision::steps::JOIN;
+    use crate::provision::steps::{JOIN, PREPARE_NODE};
     let (cp_failed_tx, cp_failed_rx) = tokio::sync::watch::channel(false);
     let mut cp_failed_tx = Some(cp_failed_tx);
     let mut set = tokio::task::JoinSet::new();
@@ -370,7 +449,13 @@ pub async fn provision_all(
         // others wait on it before `join`.
         let report_failure = if is_cp { cp_failed_tx.take() } else { None };
         let mut cp_failed = cp_failed_rx.clone();
-        let (before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
+        let (mut before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
+        // The steps up to prepare-node, after which the disk may be kept.
+        let capture = if is_cp { capture.clone() } else { None };
+        let rest = match before.iter().position(|s| s.name == PREPARE_NODE) {
+            Some(i) if capture.is_some() => before.split_off(i + 1),
+            _ => Vec::new(),
+        };
         let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
         let name = node.name.clone();
         let tx = events.clone();
@@ -383,7 +468,42 @@ pub async fn provision_all(
                 let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
                 send(NodeEvent::SshReady(waited));
                 let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
+                let mut prepared = None;
                 crate::provision::run_steps(&session, &before, &done, &mut log, |ev| {
+                    if let StepEvent::Finished(step, took) = &ev
+                        && step == PREPARE_NODE
+                    {
+                        prepared = Some(*took);
+                    }
+                    send(NodeEvent::Step(ev))
+                })
+                .await?;
+                if let (Some(capture), Some(prepared)) = (&capture, prepared) {
+                    send(NodeEvent::Golden(GoldenEvent::Capturing));
+                    let kept = crate::golden::capture(
+                        &dirs,
+                        &session,
+                        &mut log,
+                        capture,
+                        &plan.cluster,
+                        &name,
+                        prepared,
+                    )
+                    .await;
+                    send(NodeEvent::Golden(match kept {
+                        Ok(k) => GoldenEvent::Kept {
+                            id: k.disk.key.id(),
+                            bytes: k.disk.size_bytes,
+                            took: k.took,
+                        },
+                        Err(e) => {
+                            let why = chain(&e);
+                            let _ = log.line(crate::golden::LOG_TAG, &format!("not kept: {why}"));
+                            GoldenEvent::NotKept(why)
+                        }
+                    }));
+                }
+                crate::provision::run_steps(&session, &rest, &done, &mut log, |ev| {
                     send(NodeEvent::Step(ev))
                 })
                 .await?;
@@ -513,6 +633,19 @@ pub fn apply_event(
                 t.took_ms = Some(now_ms().saturating_sub(t.started_ms));
             }
             progress.set(node, format!("{s} done in {t:.1?}"));
+        }
+        NodeEvent::Golden(GoldenEvent::Capturing) => {
+            progress.set(node, "keeping the prepared disk as a golden disk ...")
+        }
+        NodeEvent::Golden(GoldenEvent::Kept { id, took, .. }) => {
+            ns.kept_golden = Some(id.clone());
+            progress.set(
+                node,
+                format!("kept golden disk {id} in {}", crate::ui::duration(*took)),
+            );
+        }
+        NodeEvent::Golden(GoldenEvent::NotKept(_)) => {
+            progress.set(node, "golden disk not kept (see the warning)")
         }
         NodeEvent::Step(StepEvent::Failed(s, t)) => {
             if let Some(time) = ns.step_times.get_mut(s) {

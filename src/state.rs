@@ -117,6 +117,13 @@ pub struct NodeState {
     /// runs, or when it was cut short): what the summary's timeline shows.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub step_times: BTreeMap<String, StepTime>,
+    /// The golden disk this node's VM was cloned from (its prepare-node
+    /// came with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_golden: Option<String>,
+    /// The golden disk kept from this node's prepared disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_golden: Option<String>,
 }
 
 /// One run of a step, in milliseconds since the Unix epoch.

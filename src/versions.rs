@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-const VERSIONS_TOML: &str = include_str!("../provisioners/kubernetes-versions.toml");
+pub(crate) const VERSIONS_TOML: &str = include_str!("../provisioners/kubernetes-versions.toml");
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

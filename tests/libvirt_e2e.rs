@@ -227,6 +227,7 @@ async fn two_nodes_boot_from_our_disks_and_seeds() {
             disk_gib: 4,
             mac: n.mac.clone(),
             base: base.clone(),
+            golden: None,
             seed_iso: devcluster::seed::linux_seed_iso(&seed).unwrap(),
             serial_log: logs.join(format!("{}.serial.log", n.name)),
         };

@@ -39,6 +39,7 @@ fn vm(dir: &std::path::Path, name: &str, base: &std::path::Path) -> VmSpec {
             firmware: Firmware::Uefi,
             secure_boot: false,
         },
+        golden: None,
         seed_iso: vec![7u8; 4096],
         serial_log: dir.join(format!("{name}.serial.log")),
     }

@@ -171,7 +171,34 @@ fn remove(ctx: &Ctx, a: &RemoveArgs) -> anyhow::Result<ExitStatus> {
 }
 
 fn prune(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
-    let p = images::cache::prune(&ctx.dirs)?;
+    // Golden disks kept by libvirt are volumes of its storage: deleted
+    // through the provider at the address they were kept with.
+    let mut runtime = None;
+    let p = images::cache::prune(&ctx.dirs, |v| {
+        let rt = match &runtime {
+            Some(rt) => rt,
+            None => runtime.insert(super::runtime().map_err(|e| e.to_string())?),
+        };
+        rt.block_on(async {
+            let config = crate::providers::ProviderConfig {
+                libvirt_uri: v.uri.clone(),
+                libvirt_domain_type: crate::spec::DomainType::Auto,
+                cache_dir: ctx.dirs.cache.clone(),
+            };
+            let provider = crate::providers::open(crate::spec::ProviderKind::Libvirt, &config)
+                .await
+                .map_err(|e| e.to_string())?;
+            provider
+                .remove_golden(&v.name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })?;
+    for (id, why) in &p.golden_kept {
+        ctx.printer.warn(format!(
+            "kept golden disk {id}: its volume could not be deleted: {why}"
+        ));
+    }
     for (name, size) in &p.images {
         ctx.printer
             .info(format!("removed image {name} ({})", human_bytes(*size)));

@@ -102,7 +102,7 @@ async fn after_start(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<()> {
         done_only: true,
         ..machines::Scope::default()
     };
-    super::provision(ctx, &mut st, &secrets, &scope).await
+    super::provision(ctx, &mut st, &secrets, &scope, None).await
 }
 
 /// After a restore: step the guest clocks to the host's and check SSH.

@@ -74,6 +74,7 @@ pub async fn provision(
     st: &mut crate::state::ClusterState,
     secrets: &crate::pki::ClusterSecrets,
     scope: &crate::machines::Scope,
+    capture: Option<crate::golden::Capture>,
 ) -> anyhow::Result<()> {
     use crate::machines::{self, ProvisionError};
     use crate::state::{self, NodePhase};
@@ -91,11 +92,24 @@ pub async fn provision(
             .filter(|n| scope.includes(&n.name))
             .map(|n| n.name.as_str()),
     );
-    let work = machines::provision_all(&ctx.dirs, &plan, secrets, &done, scope, SSH_TIMEOUT, tx);
+    let work = machines::provision_all(
+        &ctx.dirs,
+        &plan,
+        secrets,
+        &done,
+        scope,
+        capture,
+        SSH_TIMEOUT,
+        tx,
+    );
+    let mut golden_notes = Vec::new();
     tokio::pin!(work);
     let results = loop {
         tokio::select! {
             Some((node, ev)) = rx.recv() => {
+                if let machines::NodeEvent::Golden(machines::GoldenEvent::NotKept(why)) = &ev {
+                    golden_notes.push(format!("{node}: its prepared disk was not kept as a golden disk: {why}"));
+                }
                 machines::apply_event(st, &node, &ev, &progress);
                 state::save(&ctx.dirs, st)?;
             }
@@ -116,6 +130,9 @@ pub async fn provision(
         machines::apply_event(st, &node, &ev, &progress);
     }
     progress.clear();
+    for note in golden_notes {
+        ctx.printer.warn(note);
+    }
     let mut failures: Vec<(usize, String, ProvisionError)> = Vec::new();
     for (node, r) in results {
         match r {

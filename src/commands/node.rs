@@ -147,8 +147,19 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         let node = st
             .plan
             .node(&new)
-            .ok_or_else(|| crate::error::Bug(format!("{new} vanished from the plan")))?;
-        let vm = machines::vm_spec(&ctx.dirs, &st.plan, node, &bases[&node.image], &secrets)?;
+            .ok_or_else(|| crate::error::Bug(format!("{new} vanished from the plan")))?
+            .clone();
+        let vm = machines::vm_spec(&ctx.dirs, &st.plan, &node, &bases[&node.image], &secrets)?;
+        let mut vms = vec![vm];
+        let (cloned, notes) =
+            machines::choose_disks(&ctx.dirs, provider.as_ref(), &mut st, &mut vms).await?;
+        for note in notes
+            .into_iter()
+            .chain(crate::golden::report(&cloned, None))
+        {
+            p.info(note);
+        }
+        state::save(&ctx.dirs, &st)?;
         for notice in provider.prepare_create().await? {
             p.warn(notice);
         }
@@ -157,7 +168,7 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
             node.ip,
             provider.kind()
         ));
-        let created = machines::create_and_start(provider, &st.plan, vec![vm], |_, _| {}).await;
+        let created = machines::create_and_start(provider, &st.plan, vms, |_, _| {}).await;
         if created.is_ok() {
             st.nodes.entry(new.clone()).or_default().phase = NodePhase::Created;
         }
@@ -168,7 +179,7 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
             join,
             ..machines::Scope::default()
         };
-        super::provision(ctx, &mut st, &secrets, &scope).await?;
+        super::provision(ctx, &mut st, &secrets, &scope, None).await?;
         if join {
             let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
             p.info(format!("waiting for {new} to be Ready"));

@@ -68,6 +68,7 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
         // Everything that can refuse the cluster comes before anything is
         // written: the provider, and every node's image.
         let (provider, skipped) = providers::select(plan.provider, &config).await?;
+        let provider: Arc<dyn Provider> = Arc::from(provider);
         for d in &skipped {
             p.info(format!("skipped provider {}: {}", d.kind, d.detail));
         }
@@ -108,21 +109,26 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
         for notice in provider.prepare_create().await? {
             p.warn(notice);
         }
-        let vms = st
+        let mut vms = st
             .plan
             .nodes
             .iter()
             .map(|n| machines::vm_spec(&ctx.dirs, &st.plan, n, &bases[&n.image], &secrets))
             .collect::<Result<Vec<_>, _>>()?;
+        let (cloned, notes) =
+            machines::choose_disks(&ctx.dirs, provider.as_ref(), &mut st, &mut vms).await?;
+        for note in notes {
+            p.info(note);
+        }
+        state::save(&ctx.dirs, &st)?;
         p.info(format!(
             "creating {} VMs on {} ({})",
             vms.len(),
             provider.kind(),
             st.plan.network.subnet
         ));
-        let provider: Arc<dyn Provider> = Arc::from(provider);
         let mut done = Vec::new();
-        let r = machines::create_and_start(provider, &st.plan, vms, |name, r| match r {
+        let r = machines::create_and_start(provider.clone(), &st.plan, vms, |name, r| match r {
             Ok(()) => {
                 p.info(format!("{name}: VM started"));
                 done.push(name.to_string());
@@ -141,7 +147,35 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
 
         let machines_took = started.elapsed();
         // Per node, in parallel: SSH with the pinned host key, then steps.
-        super::provision(ctx, &mut st, &secrets, &machines::Scope::default()).await?;
+        let cp = st.plan.control_plane();
+        let capture = crate::golden::Capture::for_control_plane(
+            &ctx.dirs,
+            &st.plan,
+            &bases[&cp.image],
+            provider.clone(),
+            &st.plan.libvirt.uri,
+            &st.node(&cp.name).completed_steps,
+        );
+        let kept_before = st.node(&cp.name).kept_golden;
+        let provisioned =
+            super::provision(ctx, &mut st, &secrets, &machines::Scope::default(), capture).await;
+        let cp = st.plan.control_plane().name.clone();
+        let kept = st
+            .node(&cp)
+            .kept_golden
+            .filter(|id| kept_before.as_ref() != Some(id))
+            .and_then(|_| {
+                let base = &bases[&st.plan.control_plane().image];
+                let key = crate::golden::key(&st.plan, base, provider.kind());
+                crate::images::golden::lookup(&ctx.dirs, &key)
+            });
+        let golden = crate::golden::report(&cloned, kept.as_ref());
+        if provisioned.is_err() {
+            for line in &golden {
+                p.info(line);
+            }
+        }
+        provisioned?;
         let nodes_took = started.elapsed() - machines_took;
         let mut phases = vec![("machines", machines_took), ("nodes", nodes_took)];
         if st.plan.kubernetes {
@@ -149,18 +183,18 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
             wait_ready(ctx, &st, &secrets).await?;
             phases.push(("ready", t.elapsed()));
         }
-        anyhow::Ok((st, phases))
+        anyhow::Ok((st, phases, golden))
     });
     runtime.shutdown_background();
-    let (st, phases) = result?;
+    let (st, phases, golden) = result?;
     if args.no_kubernetes {
-        p.out(summary(&st, started, &phases));
+        p.out(summary(&st, started, &phases, &golden));
         return Ok(ExitStatus::Success);
     }
     let switch = !args.no_switch_context;
     let file = crate::kubeconfig::merge_cluster(&ctx.dirs, &st.name, switch)?;
     let context = crate::kubeconfig::context_name(&st.name);
-    let mut out = summary(&st, started, &phases);
+    let mut out = summary(&st, started, &phases, &golden);
     out.push_str(&format!(
         "\n\nkubeconfig: {context} merged into {}{}",
         file.display(),
@@ -218,7 +252,12 @@ async fn wait_ready(
     Ok(())
 }
 
-fn summary(st: &ClusterState, started: Instant, phases: &[(&str, std::time::Duration)]) -> String {
+fn summary(
+    st: &ClusterState,
+    started: Instant,
+    phases: &[(&str, std::time::Duration)],
+    golden: &[String],
+) -> String {
     let rows: Vec<Vec<String>> = st
         .plan
         .nodes
@@ -238,7 +277,7 @@ fn summary(st: &ClusterState, started: Instant, phases: &[(&str, std::time::Dura
         .iter()
         .map(|(name, took)| format!("{name} {}", ui::duration(*took)))
         .collect();
-    format!(
+    let mut out = format!(
         "{}\n\n{}\ncluster {} on {} in {} ({})",
         ui::table(&["NODE", "ROLE", "OS", "IP", "STATE"], &rows),
         timeline(st, started_ms),
@@ -246,7 +285,12 @@ fn summary(st: &ClusterState, started: Instant, phases: &[(&str, std::time::Dura
         st.plan.provider,
         ui::duration(started.elapsed()),
         phases.join(", ")
-    )
+    );
+    for line in golden {
+        out.push('\n');
+        out.push_str(line);
+    }
+    out
 }
 
 /// The steps this run did, in the order they started, with their start

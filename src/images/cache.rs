@@ -588,6 +588,9 @@ pub struct Pruned {
     pub images: Vec<(String, u64)>,
     /// Golden disks deleted (id, image, bytes).
     pub golden: Vec<(String, String, u64)>,
+    /// Golden disks no cluster uses whose volume the provider could not
+    /// delete (id, why): kept, with their record.
+    pub golden_kept: Vec<(String, String)>,
     /// Imported images no cluster uses, kept: they are the user's own disks
     /// and cannot be downloaded again.
     pub kept_imported: Vec<String>,
@@ -597,7 +600,12 @@ pub struct Pruned {
 }
 
 /// `images prune`: deletes cached images and golden disks no cluster uses.
-pub fn prune(dirs: &Dirs) -> Result<Pruned, ImageError> {
+/// A golden disk in a provider's storage is deleted by `remove_volume`
+/// before its record.
+pub fn prune(
+    dirs: &Dirs,
+    mut remove_volume: impl FnMut(&super::golden::ProviderVolume) -> Result<(), String>,
+) -> Result<Pruned, ImageError> {
     let uses = usage(dirs)?;
     let mut out = Pruned::default();
     if let Ok(rd) = std::fs::read_dir(dirs.cache.join("images")) {
@@ -628,10 +636,74 @@ pub fn prune(dirs: &Dirs) -> Result<Pruned, ImageError> {
     }
     for g in super::golden::list(dirs)? {
         if golden_users(&uses, &g).is_empty() {
+            if let Some(v) = &g.volume
+                && let Err(why) = remove_volume(v)
+            {
+                out.golden_kept.push((g.key.id(), why));
+                continue;
+            }
             let size = super::golden::remove(dirs, &g)?;
             out.freed_bytes += size;
             out.golden.push((g.key.id(), g.image.clone(), size));
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::golden::{self, GoldenKey, Made, ProviderVolume};
+    use super::*;
+
+    fn keep(dirs: &Dirs, image: &str, volume: &str) -> GoldenKey {
+        let key = GoldenKey {
+            base_sha256: "a".repeat(64),
+            kubernetes_version: "1.36".into(),
+            provider: ProviderKind::Libvirt,
+            provisioners_sha256: image.into(),
+        };
+        let made = Made {
+            image: image.into(),
+            format: Format::Qcow2,
+            capacity_bytes: 20 << 30,
+            source: "gone/gone-cp".into(),
+            prepared_ms: 1,
+        };
+        let v = ProviderVolume {
+            name: volume.into(),
+            path: format!("/pool/{volume}").into(),
+            bytes: 100,
+            uri: "qemu:///system".into(),
+        };
+        golden::store_volume(dirs, &key, made, v).unwrap();
+        key
+    }
+
+    #[test]
+    fn prune_deletes_a_golden_volume_before_its_record_and_keeps_both_when_it_cannot() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(home.path());
+        let deleted = keep(&dirs, "a", "golden-a.qcow2");
+        let stuck = keep(&dirs, "b", "golden-b.qcow2");
+        let mut asked = Vec::new();
+        let p = prune(&dirs, |v| {
+            asked.push(v.name.clone());
+            if v.name == "golden-b.qcow2" {
+                Err("libvirt is not running".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        asked.sort();
+        assert_eq!(asked, ["golden-a.qcow2", "golden-b.qcow2"]);
+        assert_eq!(p.golden.len(), 1);
+        assert_eq!(p.golden[0].0, deleted.id());
+        assert_eq!(
+            p.golden_kept,
+            [(stuck.id(), "libvirt is not running".to_string())]
+        );
+        assert!(golden::lookup(&dirs, &deleted).is_none());
+        assert!(golden::lookup(&dirs, &stuck).is_some());
+    }
 }

@@ -11,6 +11,12 @@
 //! <cache>/golden/<provider>/<id>/disk.<format>
 //! <cache>/golden/<provider>/<id>/golden.json     written last: a disk without it is incomplete
 //! ```
+//!
+//! A provider whose hypervisor runs as another user keeps the disk in its
+//! own storage instead (libvirt: a volume of the pool `devcluster-images`,
+//! beside the base images, because QEMU must read it); `golden.json` then
+//! names the volume ([`ProviderVolume`]) and the directory holds no disk.
+//! How disks are captured and used: `crate::golden`.
 
 use std::path::{Path, PathBuf};
 
@@ -74,10 +80,44 @@ pub struct GoldenDisk {
     pub format: Format,
     /// RFC 3339.
     pub created: String,
+    /// Set when the provider keeps the disk in its own storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<ProviderVolume>,
+    /// Its virtual size: a clone's disk cannot be smaller.
+    #[serde(default)]
+    pub capacity_bytes: u64,
+    /// The node it was made from, `cluster/node`.
+    #[serde(default)]
+    pub source: String,
+    /// How long preparing that node took (the steps a clone skips).
+    #[serde(default)]
+    pub prepared_ms: u64,
     #[serde(skip)]
     pub path: PathBuf,
     #[serde(skip)]
     pub size_bytes: u64,
+}
+
+/// A golden disk in the provider's storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderVolume {
+    /// The provider's name for it.
+    pub name: String,
+    /// Where it is on the provider's host.
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Which provider instance holds it (the libvirt URI).
+    pub uri: String,
+}
+
+/// What [`store_volume`] records besides the key.
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub image: String,
+    pub format: Format,
+    pub capacity_bytes: u64,
+    pub source: String,
+    pub prepared_ms: u64,
 }
 
 fn root(dirs: &Dirs) -> PathBuf {
@@ -92,8 +132,13 @@ pub fn dir(dirs: &Dirs, key: &GoldenKey) -> PathBuf {
 fn read(dir: &Path) -> Option<GoldenDisk> {
     let bytes = std::fs::read(dir.join("golden.json")).ok()?;
     let mut g: GoldenDisk = serde_json::from_slice(&bytes).ok()?;
-    g.path = dir.join(format!("disk.{}", g.format.as_str()));
-    g.size_bytes = std::fs::metadata(&g.path).ok()?.len();
+    if let Some(v) = &g.volume {
+        g.path = v.path.clone();
+        g.size_bytes = v.bytes;
+    } else {
+        g.path = dir.join(format!("disk.{}", g.format.as_str()));
+        g.size_bytes = std::fs::metadata(&g.path).ok()?.len();
+    }
     Some(g)
 }
 
@@ -131,13 +176,52 @@ pub fn store(
         image: image.to_string(),
         format,
         created: crate::state::now_rfc3339(),
+        volume: None,
+        capacity_bytes: 0,
+        source: String::new(),
+        prepared_ms: 0,
         size_bytes: std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0),
         path: dest,
     };
-    let meta = d.join("golden.json");
-    let text = serde_json::to_vec_pretty(&g).unwrap_or_default();
-    atomic_write(&meta, &text, Access::Normal).map_err(io("cannot write", &meta))?;
+    write_meta(dirs, &g)?;
     Ok(g)
+}
+
+/// Records a golden disk the provider keeps ([`ProviderVolume`]). Replaces
+/// the record of an earlier disk of the same key (whose volume the caller
+/// deletes).
+pub fn store_volume(
+    dirs: &Dirs,
+    key: &GoldenKey,
+    made: Made,
+    volume: ProviderVolume,
+) -> Result<GoldenDisk, ImageError> {
+    let g = GoldenDisk {
+        key: key.clone(),
+        image: made.image,
+        format: made.format,
+        created: crate::state::now_rfc3339(),
+        capacity_bytes: made.capacity_bytes,
+        source: made.source,
+        prepared_ms: made.prepared_ms,
+        path: volume.path.clone(),
+        size_bytes: volume.bytes,
+        volume: Some(volume),
+    };
+    write_meta(dirs, &g)?;
+    Ok(g)
+}
+
+fn write_meta(dirs: &Dirs, g: &GoldenDisk) -> Result<(), ImageError> {
+    let d = dir(dirs, &g.key);
+    let meta = d.join("golden.json");
+    let io = |what: &'static str| {
+        let path = meta.clone();
+        move |source| ImageError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&d).map_err(io("cannot create"))?;
+    let text = serde_json::to_vec_pretty(g).unwrap_or_default();
+    atomic_write(&meta, &text, Access::Normal).map_err(io("cannot write"))
 }
 
 /// Every complete golden disk.
@@ -160,10 +244,12 @@ pub fn list(dirs: &Dirs) -> Result<Vec<GoldenDisk>, ImageError> {
     Ok(out)
 }
 
-/// Deletes a golden disk; returns the bytes freed.
+/// Deletes a golden disk's directory; returns the bytes freed. A disk in
+/// the provider's storage ([`GoldenDisk::volume`]) is the caller's to
+/// delete; its bytes are counted.
 pub fn remove(dirs: &Dirs, g: &GoldenDisk) -> Result<u64, ImageError> {
     let d = dir(dirs, &g.key);
-    let size = super::cache::size_on_disk(&d);
+    let size = super::cache::size_on_disk(&d) + g.volume.as_ref().map_or(0, |v| v.bytes);
     match std::fs::remove_dir_all(&d) {
         Ok(()) => Ok(size),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
@@ -235,5 +321,36 @@ mod tests {
         assert_eq!(list(&dirs).unwrap(), vec![]);
         assert_eq!(remove(&dirs, &found).unwrap(), 12);
         assert!(!dir(&dirs, &key()).exists());
+    }
+    #[test]
+    fn a_disk_in_the_providers_storage_is_recorded_by_its_volume() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(home.path());
+        let volume = ProviderVolume {
+            name: "golden-abc-1.qcow2".into(),
+            path: "/var/lib/libvirt/images/devcluster-images/golden-abc-1.qcow2".into(),
+            bytes: 5_000,
+            uri: "qemu:///system".into(),
+        };
+        let made = Made {
+            image: "ubuntu-24.04".into(),
+            format: Format::Qcow2,
+            capacity_bytes: 20 << 30,
+            source: "dev/dev-cp".into(),
+            prepared_ms: 1234,
+        };
+        let g = store_volume(&dirs, &key(), made, volume.clone()).unwrap();
+        // No disk file of ours: the record alone makes it complete.
+        let found = lookup(&dirs, &key()).unwrap();
+        assert_eq!(found, g);
+        assert_eq!(found.path, volume.path);
+        assert_eq!(found.size_bytes, 5_000);
+        assert_eq!(found.volume.as_ref(), Some(&volume));
+        assert_eq!((found.capacity_bytes, found.prepared_ms), (20 << 30, 1234));
+        assert_eq!(found.source, "dev/dev-cp");
+        // Removing counts the volume's bytes (the caller deletes it).
+        let freed = remove(&dirs, &found).unwrap();
+        assert!(freed >= 5_000, "{freed}");
+        assert_eq!(lookup(&dirs, &key()), None);
     }
 }

@@ -31,8 +31,8 @@ use virt::sys;
 
 use super::xml::{self, DomainHost};
 use super::{
-    Capabilities, Detection, NetworkSpec, Provider, ProviderConfig, ProviderError, Result,
-    Shutdown, VmSpec, VmState,
+    Capabilities, Detection, GoldenVolume, NetworkSpec, Provider, ProviderConfig, ProviderError,
+    Result, Shutdown, VmSpec, VmState,
 };
 use crate::spec::{DomainType, ProviderKind};
 
@@ -544,6 +544,7 @@ impl Provider for Libvirt {
             linked_clones: true,
             suspend_to_disk: true,
             snapshots: true,
+            golden_disks: true,
         }
     }
 
@@ -622,10 +623,21 @@ impl Provider for Libvirt {
             if lookup_domain(conn, &vm.name)?.is_some() {
                 return Ok(());
             }
-            // The base image, uploaded once per content hash.
-            let base = {
-                let _one_at_a_time = base_upload.lock().unwrap_or_else(|e| e.into_inner());
-                ensure_base(conn, &vm, &images_path, &marks)?
+            // The base image, uploaded once per content hash, or the golden
+            // disk kept in the same pool.
+            let base = match &vm.golden {
+                Some(golden) => {
+                    let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
+                    lookup_vol(&images, golden)?.ok_or_else(|| {
+                        ProviderError::Invalid(format!(
+                            "golden disk {golden} is not in the storage pool {IMAGES_POOL}"
+                        ))
+                    })?
+                }
+                None => {
+                    let _one_at_a_time = base_upload.lock().unwrap_or_else(|e| e.into_inner());
+                    ensure_base(conn, &vm, &images_path, &marks)?
+                }
             };
             let base_name = base.name().unwrap_or_default();
             let base_path = base
@@ -821,6 +833,95 @@ impl Provider for Libvirt {
         .await
     }
 
+    async fn begin_golden(&self, node: &str, id: &str) -> Result<String> {
+        let node = node.to_string();
+        let images_path = self.images_pool_path();
+        let volume = format!("golden-{id}-{}.qcow2", crate::state::now_ms());
+        self.blocking(move |conn| {
+            let d = existing_domain(conn, &node)?;
+            if domain_cluster(&d).is_none() {
+                return Err(ProviderError::Invalid(format!(
+                    "VM {node} is not a devcluster node"
+                )));
+            }
+            let disk = xml::disk_volume(&node);
+            let live = d
+                .xml_desc(0)
+                .map_err(err("reading the definition of", format!("VM {node}")))?;
+            let dev = xml::disk_target(&live, &disk)
+                .ok_or_else(|| ProviderError::Invalid(format!("VM {node} has no disk {disk}")))?;
+            ensure_pool(conn, IMAGES_POOL, &images_path)?;
+            let file = format!("{images_path}/{volume}");
+            backup_begin(&d, &xml::backup_xml(&dev, &file))
+                .map_err(err("copying", format!("the disk of VM {node}")))?;
+            Ok(volume)
+        })
+        .await
+    }
+
+    async fn finish_golden(&self, node: &str, volume: &str) -> Result<GoldenVolume> {
+        let node = node.to_string();
+        let volume = volume.to_string();
+        let images_path = self.images_pool_path();
+        self.blocking(move |conn| {
+            let d = existing_domain(conn, &node)?;
+            let outcome = wait_for_job(&d);
+            let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
+            let _ = images.refresh(0);
+            let v = lookup_vol(&images, &volume)?;
+            let why = match (outcome, &v) {
+                (Ok(JobEnd::Completed), Some(_)) => None,
+                (Ok(JobEnd::Completed), None) => Some("left no volume".to_string()),
+                (Ok(JobEnd::Other(t)), _) => Some(format!("ended as libvirt job type {t}")),
+                (Err(e), _) => Some(format!("could not be followed: {e}")),
+            };
+            let v = match (why, v) {
+                (None, Some(v)) => v,
+                (why, v) => {
+                    if let Some(v) = v {
+                        let _ = v.delete(0);
+                    }
+                    return Err(ProviderError::Invalid(format!(
+                        "the copy of VM {node}'s disk {}",
+                        why.unwrap_or_default()
+                    )));
+                }
+            };
+            let info = v
+                .info()
+                .map_err(err("inspecting", format!("volume {volume}")))?;
+            Ok(GoldenVolume {
+                path: v
+                    .path()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| format!("{images_path}/{volume}").into()),
+                name: volume,
+                bytes: info.allocation,
+                capacity_bytes: info.capacity,
+            })
+        })
+        .await
+    }
+
+    async fn remove_golden(&self, volume: &str) -> Result<()> {
+        let volume = volume.to_string();
+        self.blocking(
+            move |conn| match conn.lookup_storage_pool_by_name(IMAGES_POOL) {
+                Ok(pool) => {
+                    let _ = pool.refresh(0);
+                    delete_vol(&pool, &volume)
+                }
+                Err(e) if is_missing(&e) => Ok(()),
+                Err(e) => Err(ProviderError::op(
+                    "looking up",
+                    format!("storage pool {IMAGES_POOL}"),
+                    e,
+                )),
+            },
+        )
+        .await
+    }
+
     async fn cluster_vms(&self, cluster: &str) -> Result<Vec<String>> {
         let cluster = cluster.to_string();
         self.blocking(move |conn| {
@@ -884,6 +985,78 @@ impl Provider for Libvirt {
         })
         .await
     }
+}
+
+// The `virt` crate has no binding for backups or job statistics: these
+// call libvirt's C API through `virt::sys`, on a domain the crate owns.
+
+/// Starts a push-mode backup (`virDomainBackupBegin`, libvirt >= 6.0):
+/// QEMU fixes the point in time when it returns and copies in the
+/// background.
+#[allow(unsafe_code)]
+fn backup_begin(d: &Domain, backup_xml: &str) -> Result<(), virt::error::Error> {
+    let Ok(xml) = std::ffi::CString::new(backup_xml) else {
+        return Err(virt::error::Error::last_error());
+    };
+    // SAFETY: the domain pointer is valid for the life of `d`; the XML is a
+    // NUL-terminated string that outlives the call; no checkpoint (null).
+    let rc = unsafe { sys::virDomainBackupBegin(d.as_ptr(), xml.as_ptr(), std::ptr::null(), 0) };
+    if rc < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    Ok(())
+}
+
+enum JobEnd {
+    Completed,
+    /// Failed, cancelled, or no record of it: the libvirt job type.
+    Other(i32),
+}
+
+/// Polls the domain's job until none runs, then reads how the last one
+/// ended (`virDomainGetJobStats` with `VIR_DOMAIN_JOB_STATS_COMPLETED`).
+#[allow(unsafe_code)]
+fn wait_for_job(d: &Domain) -> Result<JobEnd, virt::error::Error> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        // SAFETY: `info` is a plain C struct libvirt fills; the domain
+        // pointer is valid for the life of `d`.
+        let mut info: sys::virDomainJobInfo = unsafe { std::mem::zeroed() };
+        let rc = unsafe { sys::virDomainGetJobInfo(d.as_ptr(), &mut info) };
+        if rc < 0 {
+            return Err(virt::error::Error::last_error());
+        }
+        if info.type_ == sys::VIR_DOMAIN_JOB_NONE as i32 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut kind: std::os::raw::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut nparams: std::os::raw::c_int = 0;
+    // SAFETY: out-pointers to locals; libvirt allocates `params`, freed
+    // below with its own function.
+    let rc = unsafe {
+        sys::virDomainGetJobStats(
+            d.as_ptr(),
+            &mut kind,
+            &mut params,
+            &mut nparams,
+            sys::VIR_DOMAIN_JOB_STATS_COMPLETED,
+        )
+    };
+    if rc < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    if !params.is_null() {
+        // SAFETY: allocated by libvirt above, freed once.
+        unsafe { sys::virTypedParamsFree(params, nparams) };
+    }
+    Ok(if kind == sys::VIR_DOMAIN_JOB_COMPLETED as i32 {
+        JobEnd::Completed
+    } else {
+        JobEnd::Other(kind)
+    })
 }
 
 /// The cluster a domain belongs to, from our metadata.

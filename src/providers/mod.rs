@@ -43,6 +43,23 @@ pub struct Capabilities {
     /// Suspend writes memory to disk and frees it.
     pub suspend_to_disk: bool,
     pub snapshots: bool,
+    /// A running node's disk can be copied into a golden disk
+    /// ([`Provider::begin_golden`]) that later VMs are linked clones of.
+    pub golden_disks: bool,
+}
+
+/// A golden disk kept in the provider's own storage (QEMU, running as
+/// another user, must read it, as it reads base images).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoldenVolume {
+    /// The provider's name for it; [`VmSpec::golden`] takes it.
+    pub name: String,
+    /// Where it is, for people (may be on the provider's host).
+    pub path: PathBuf,
+    /// Bytes it takes.
+    pub bytes: u64,
+    /// Its virtual size: a clone's disk cannot be smaller.
+    pub capacity_bytes: u64,
 }
 
 /// A VM's state as the provider reports it.
@@ -156,6 +173,9 @@ pub struct VmSpec {
     pub disk_gib: u32,
     pub mac: String,
     pub base: BaseImage,
+    /// A golden disk ([`GoldenVolume::name`]) to clone instead of `base`;
+    /// `base` still says how the disk boots (firmware, Secure Boot).
+    pub golden: Option<String>,
     /// The seed ISO's bytes (cloud-init NoCloud, or the Windows answer ISO).
     pub seed_iso: Vec<u8>,
     /// Where the serial console is logged (appended across boots).
@@ -246,6 +266,32 @@ pub trait Provider: Send + Sync {
     async fn cluster_vms(&self, cluster: &str) -> Result<Vec<String>>;
     /// Removes the cluster's storage once its VMs are gone.
     async fn remove_storage(&self, cluster: &str) -> Result<()>;
+
+    /// Starts a point-in-time copy of running VM `node`'s system disk into
+    /// a new golden disk named after `id`, and returns its name once the
+    /// point in time is fixed: from then on the guest may change its disk,
+    /// the copy does not see it. See [`Capabilities::golden_disks`].
+    async fn begin_golden(&self, node: &str, id: &str) -> Result<String> {
+        let _ = (node, id);
+        Err(self.no_golden_disks())
+    }
+    /// Waits until the copy begun by [`Provider::begin_golden`] is complete;
+    /// a copy that failed is deleted.
+    async fn finish_golden(&self, node: &str, volume: &str) -> Result<GoldenVolume> {
+        let _ = (node, volume);
+        Err(self.no_golden_disks())
+    }
+    /// Deletes a golden disk; absent is fine.
+    async fn remove_golden(&self, volume: &str) -> Result<()> {
+        let _ = volume;
+        Err(self.no_golden_disks())
+    }
+    fn no_golden_disks(&self) -> ProviderError {
+        ProviderError::Invalid(format!(
+            "the {} provider does not keep golden disks",
+            self.kind()
+        ))
+    }
 }
 
 /// Settings a provider is opened with.

@@ -175,6 +175,31 @@ pub fn overlay_volume_xml(name: &str, capacity_gib: u32, backing_path: &str) -> 
     )
 }
 
+/// The target device (`vda`) of the disk whose source is volume `volume`
+/// in a domain's XML as libvirt returns it (single-quoted attributes).
+pub fn disk_target(domain_xml: &str, volume: &str) -> Option<String> {
+    let needle = format!("volume='{}'", esc(volume));
+    domain_xml.split("<disk ").skip(1).find_map(|rest| {
+        let disk = &rest[..rest.find("</disk>")?];
+        if !disk.contains(&needle) {
+            return None;
+        }
+        let dev = &disk[disk.find("<target dev='")? + "<target dev='".len()..];
+        Some(dev[..dev.find('\'')?].to_string())
+    })
+}
+
+/// A push-mode backup of the disk `target` (a target device, `vda`) into a new qcow2 file at
+/// into a new qcow2 file at `file` (libvirt creates it): a full,
+/// standalone copy as the guest saw the disk when the backup began.
+pub fn backup_xml(target: &str, file: &str) -> String {
+    format!(
+        "<domainbackup mode='push'>\n  <disks>\n    <disk name='{}' backup='yes' type='file'>\n      <target file='{}'/>\n      <driver type='qcow2'/>\n    </disk>\n  </disks>\n</domainbackup>\n",
+        esc(target),
+        esc(file)
+    )
+}
+
 /// A plain volume of `bytes` in `format` (raw for ISOs, qcow2 for bases).
 pub fn plain_volume_xml(name: &str, bytes: u64, format: &str) -> String {
     format!(
@@ -355,6 +380,7 @@ mod tests {
                 firmware: Firmware::Uefi,
                 secure_boot: node.os == Os::Windows,
             },
+            golden: None,
             seed_iso: Vec::new(),
             serial_log: format!("/state/clusters/dev/logs/{}.serial.log", node.name).into(),
         }
@@ -398,5 +424,34 @@ mod tests {
         assert_ne!(uuid_for("domain", "a"), uuid_for("domain", "b"));
         assert_eq!(uuid_for("domain", "a").len(), 36);
         assert_eq!(esc("a<'&\">"), "a&lt;&apos;&amp;&quot;&gt;");
+    }
+    #[test]
+    fn backup_is_a_push_mode_copy_of_one_disk_into_a_new_qcow2() {
+        insta::assert_snapshot!(
+            "backup_xml",
+            backup_xml(
+                "vda",
+                "/var/lib/libvirt/images/devcluster-images/golden-0123-1.qcow2"
+            )
+        );
+    }
+
+    #[test]
+    fn the_backed_up_disk_is_found_by_its_volume() {
+        let p = three_node_plan();
+        for node in &p.nodes {
+            let host = DomainHost {
+                domain_type: "qemu",
+                pool: "devcluster-dev".into(),
+            };
+            let xml = domain_xml(&vm(node), &host);
+            let want = if node.os == Os::Windows { "sda" } else { "vda" };
+            assert_eq!(
+                disk_target(&xml, &disk_volume(&node.name)).as_deref(),
+                Some(want)
+            );
+            // Not the seed ISO, not another node's disk.
+            assert_eq!(disk_target(&xml, "other.qcow2"), None);
+        }
     }
 }
