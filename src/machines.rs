@@ -137,7 +137,6 @@ pub async fn choose_disks(
         ns.completed_steps.clear();
         ns.failed_step = None;
         ns.from_golden = None;
-        ns.kept_golden = None;
         let Some(node) = st.plan.node(&vm.name) else {
             continue;
         };
@@ -637,13 +636,14 @@ pub fn apply_event(
         NodeEvent::Golden(GoldenEvent::Capturing) => {
             progress.set(node, "keeping the prepared disk as a golden disk ...")
         }
-        NodeEvent::Golden(GoldenEvent::Kept { id, took, .. }) => {
-            ns.kept_golden = Some(id.clone());
-            progress.set(
-                node,
-                format!("kept golden disk {id} in {}", crate::ui::duration(*took)),
-            );
-        }
+        NodeEvent::Golden(GoldenEvent::Kept { id, bytes, took }) => progress.set(
+            node,
+            format!(
+                "kept golden disk {id} ({}) in {}",
+                crate::images::download::human_bytes(*bytes),
+                crate::ui::duration(*took)
+            ),
+        ),
         NodeEvent::Golden(GoldenEvent::NotKept(_)) => {
             progress.set(node, "golden disk not kept (see the warning)")
         }

@@ -121,9 +121,6 @@ pub struct NodeState {
     /// came with it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_golden: Option<String>,
-    /// The golden disk kept from this node's prepared disk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kept_golden: Option<String>,
 }
 
 /// One run of a step, in milliseconds since the Unix epoch.

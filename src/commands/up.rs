@@ -156,19 +156,12 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
             &st.plan.libvirt.uri,
             &st.node(&cp.name).completed_steps,
         );
-        let kept_before = st.node(&cp.name).kept_golden;
+        // Offered only when no golden disk of its key exists: one found
+        // afterwards was kept by this run.
+        let keeping = capture.as_ref().map(|c| c.key.clone());
         let provisioned =
             super::provision(ctx, &mut st, &secrets, &machines::Scope::default(), capture).await;
-        let cp = st.plan.control_plane().name.clone();
-        let kept = st
-            .node(&cp)
-            .kept_golden
-            .filter(|id| kept_before.as_ref() != Some(id))
-            .and_then(|_| {
-                let base = &bases[&st.plan.control_plane().image];
-                let key = crate::golden::key(&st.plan, base, provider.kind());
-                crate::images::golden::lookup(&ctx.dirs, &key)
-            });
+        let kept = keeping.and_then(|key| crate::images::golden::lookup(&ctx.dirs, &key));
         let golden = crate::golden::report(&cloned, kept.as_ref());
         if provisioned.is_err() {
             for line in &golden {
