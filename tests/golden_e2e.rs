@@ -250,6 +250,14 @@ fn a_prepared_disk_becomes_a_golden_disk_that_new_nodes_clone() {
     assert!(disk.contains(&volume.name), "backing store: {disk}");
     let st = devcluster::state::load(&dirs, "gd").unwrap().unwrap();
     assert_eq!(st.node("gd-w1").from_golden.as_deref(), Some(id.as_str()));
+    let status = t
+        .args(&["--cluster", "gd", "status", "-o", "json"])
+        .run()
+        .status(0)
+        .json();
+    assert_eq!(status["nodes"][0]["golden_disk"], serde_json::Value::Null);
+    assert_eq!(status["nodes"][1]["name"], "gd-w1");
+    assert_eq!(status["nodes"][1]["golden_disk"], id.as_str());
     let w1_log = t
         .args(&["--cluster", "gd", "logs", "gd-w1"])
         .run()

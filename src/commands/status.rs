@@ -29,6 +29,8 @@ pub struct NodeStatus {
     /// The node's kubelet version, as it reports it.
     pub kubelet_version: Option<String>,
     pub last_step: Option<String>,
+    /// The golden disk the node's disk is a clone of (see `images list`).
+    pub golden_disk: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +69,7 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                     kubernetes: None,
                     kubelet_version: None,
                     last_step: ns.last_step().map(str::to_string),
+                    golden_disk: ns.from_golden.clone(),
                 }
             })
             .collect(),
