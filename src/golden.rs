@@ -176,6 +176,8 @@ pub enum CaptureError {
     Provider(#[source] ProviderError),
     #[error("the golden disk could not be recorded")]
     Record(#[source] ImageError),
+    #[error("another devcluster process is keeping golden disk {0} already")]
+    Busy(String),
 }
 
 /// A golden disk just kept.
@@ -240,6 +242,13 @@ pub async fn capture(
 ) -> Result<Kept, CaptureError> {
     let started = Instant::now();
     let id = capture.key.id();
+    // One process keeps a given disk; a second `up` of the same kind at
+    // the same time leaves it to the first (two would leave a volume
+    // nobody records).
+    let _held = crate::images::cache::try_lock(dirs, &format!("golden-{id}"))
+        .map_err(CaptureError::Record)?
+        .filter(|_| record::lookup(dirs, &capture.key).is_none())
+        .ok_or_else(|| CaptureError::Busy(id.clone()))?;
     let _ = log.line(LOG_TAG, &format!("keeping this disk as golden disk {id}"));
     let sealed = seal_script(session, log, "seal").await;
     let begun = match sealed {

@@ -158,6 +158,28 @@ fn a_prepared_disk_becomes_a_golden_disk_that_new_nodes_clone() {
             .await
             .unwrap();
         let mut log = NodeLog::open(&dirs, "gd", "gd-cp").unwrap();
+        // Another process keeping the same disk: this one leaves it, and
+        // touches nothing on the node.
+        let id = capture.key.id();
+        let held = devcluster::images::cache::try_lock(&dirs, &format!("golden-{id}"))
+            .unwrap()
+            .unwrap();
+        let busy = devcluster::golden::capture(
+            &dirs,
+            &session,
+            &mut log,
+            &capture,
+            "gd",
+            "gd-cp",
+            Duration::from_secs(200),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(busy, devcluster::golden::CaptureError::Busy(ref b) if *b == id),
+            "{busy}"
+        );
+        drop(held);
         let kept = devcluster::golden::capture(
             &dirs,
             &session,

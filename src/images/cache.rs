@@ -258,6 +258,24 @@ pub async fn lock(
     progress: &dyn Progress,
     label: &str,
 ) -> Result<CacheLock, ImageError> {
+    let mut told = false;
+    loop {
+        if let Some(held) = try_lock(dirs, key)? {
+            return Ok(held);
+        }
+        if !told {
+            progress.note(
+                label,
+                "another devcluster process is downloading it; waiting for that one",
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Takes lock `key` if no other process holds it.
+pub fn try_lock(dirs: &Dirs, key: &str) -> Result<Option<CacheLock>, ImageError> {
     let dir = locks_dir(dirs);
     let path = dir.join(format!("{key}.lock"));
     let err = |source| ImageError::Io {
@@ -272,22 +290,10 @@ pub async fn lock(
         .write(true)
         .open(&path)
         .map_err(err)?;
-    let mut told = false;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(CacheLock { _file: file }),
-            Err(TryLockError::WouldBlock) => {
-                if !told {
-                    progress.note(
-                        label,
-                        "another devcluster process is downloading it; waiting for that one",
-                    );
-                    told = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(TryLockError::Error(e)) => return Err(err(e)),
-        }
+    match file.try_lock() {
+        Ok(()) => Ok(Some(CacheLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(err(e)),
     }
 }
 
@@ -705,5 +711,16 @@ mod tests {
         );
         assert!(golden::lookup(&dirs, &deleted).is_none());
         assert!(golden::lookup(&dirs, &stuck).is_some());
+    }
+    #[test]
+    fn a_held_lock_is_not_taken_twice() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(home.path());
+        let first = try_lock(&dirs, "golden-x").unwrap();
+        assert!(first.is_some());
+        assert!(try_lock(&dirs, "golden-x").unwrap().is_none());
+        assert!(try_lock(&dirs, "golden-y").unwrap().is_some());
+        drop(first);
+        assert!(try_lock(&dirs, "golden-x").unwrap().is_some());
     }
 }
