@@ -110,6 +110,19 @@ pub struct Report {
     pub status: ExitStatus,
 }
 
+/// An error and its causes on one line, `message: cause: cause`: for
+/// messages that are not the command's own error (warnings, notes).
+pub fn one_line(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Turns an error chain into a [`Report`].
 pub fn report(err: &anyhow::Error) -> Report {
     let mut chain = err.chain();

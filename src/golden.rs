@@ -250,15 +250,15 @@ pub async fn capture(
         .filter(|_| record::lookup(dirs, &capture.key).is_none())
         .ok_or_else(|| CaptureError::Busy(id.clone()))?;
     let _ = log.line(LOG_TAG, &format!("keeping this disk as golden disk {id}"));
-    let sealed = seal_script(session, log, "seal").await;
-    let begun = match sealed {
-        Ok(()) => capture
+    let begun = async {
+        seal_script(session, log, "seal").await?;
+        capture
             .provider
             .begin_golden(node, &id)
             .await
-            .map_err(CaptureError::Provider),
-        Err(e) => Err(e),
-    };
+            .map_err(CaptureError::Provider)
+    }
+    .await;
     // Whatever happened, the node gets its files back.
     let unsealed = seal_script(session, log, "unseal").await;
     let volume = begun?;

@@ -120,6 +120,7 @@ pub async fn choose_disks(
     vms: &mut [VmSpec],
 ) -> Result<(Vec<(String, images::golden::GoldenDisk)>, Vec<String>), MachinesError> {
     use crate::providers::VmState;
+    let caps = provider.capabilities();
     let mut cloned = Vec::new();
     let mut notes = Vec::new();
     for vm in vms.iter_mut() {
@@ -140,7 +141,6 @@ pub async fn choose_disks(
         let Some(node) = st.plan.node(&vm.name) else {
             continue;
         };
-        let caps = provider.capabilities();
         match crate::golden::for_node(dirs, &st.plan, node, &vm.base, provider.kind(), caps) {
             Ok(Some(g)) => {
                 vm.golden = g.volume.as_ref().map(|v| v.name.clone());
@@ -218,18 +218,6 @@ pub enum GoldenEvent {
     },
     /// Not kept, and why (`up` goes on: it is an optimisation).
     NotKept(String),
-}
-
-/// An error and its causes on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -496,7 +484,7 @@ pub async fn provision_all(
                             took: k.took,
                         },
                         Err(e) => {
-                            let why = chain(&e);
+                            let why = crate::error::one_line(&e);
                             let _ = log.line(crate::golden::LOG_TAG, &format!("not kept: {why}"));
                             GoldenEvent::NotKept(why)
                         }

@@ -836,14 +836,6 @@ pub fn generate_bootstrap_token() -> Result<Secret, PkiError> {
     Ok(Secret(format!("{}.{}", &s[..6], &s[6..])))
 }
 
-/// A new bootstrap token for a cluster whose first one expired (`node
-/// add` a day after `up`). Not written: the caller registers it with the
-/// cluster first and then keeps it with [`keep_bootstrap_token`], so the
-/// file never holds a token the cluster does not know.
-pub fn new_bootstrap_token() -> Result<Secret, PkiError> {
-    generate_bootstrap_token()
-}
-
 /// Replaces the cluster's bootstrap token file with `token` (0600,
 /// atomically); [`ensure`] loads it from then on.
 pub fn keep_bootstrap_token(dirs: &Dirs, cluster: &str, token: &Secret) -> Result<(), PkiError> {

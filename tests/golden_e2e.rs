@@ -20,7 +20,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Test;
-use common::vms::{ClusterCleanup, virsh};
+use common::vms::{ClusterCleanup, step_lines, virsh};
 use devcluster::images::download::NoProgress;
 use devcluster::provision::{NodeLog, SshTarget, wait_for_ssh};
 
@@ -59,11 +59,17 @@ impl Drop for VolumeCleanup {
     }
 }
 
-fn step_lines(log: &str, step: &str) -> Vec<String> {
-    let tag = format!("[{step}] ");
-    log.lines()
-        .filter_map(|l| l.split_once(&tag).map(|(_, rest)| rest.to_string()))
-        .collect()
+/// How many golden disks `images list -o json` shows.
+fn golden_disks(t: &mut Test) -> usize {
+    let listed = t
+        .args(&["images", "list", "-o", "json"])
+        .run()
+        .status(0)
+        .json();
+    listed["golden"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no golden list: {listed}"))
+        .len()
 }
 
 /// Runs `command` on `node` with `devcluster ssh`; its stdout, trimmed.
@@ -97,16 +103,7 @@ fn a_prepared_disk_becomes_a_golden_disk_that_new_nodes_clone() {
     // prepared.
     let up = t.args(&["--cluster", "gd", "up"]).run().status(1);
     assert!(!up.stdout.contains("golden disk") && !up.stderr.contains("golden disk"));
-    let listed = t
-        .args(&["images", "list", "-o", "json"])
-        .run()
-        .status(0)
-        .json();
-    assert_eq!(
-        listed["golden"].as_array().map(Vec::len),
-        Some(0),
-        "{listed}"
-    );
+    assert_eq!(golden_disks(&mut t), 0);
     eprintln!("up failed as expected after {:?}", started.elapsed());
 
     // Stand in for prepare-node on the control plane, then keep its disk.
@@ -352,15 +349,6 @@ fn a_prepared_disk_becomes_a_golden_disk_that_new_nodes_clone() {
         .stderr_has(&format!("removed golden disk {id} of guest"));
     virsh(&["pool-refresh", "devcluster-images"]);
     assert!(!virsh(&["vol-list", "devcluster-images"]).contains(&volume.name));
-    let listed = t
-        .args(&["images", "list", "-o", "json"])
-        .run()
-        .status(0)
-        .json();
-    assert_eq!(
-        listed["golden"].as_array().map(Vec::len),
-        Some(0),
-        "{listed}"
-    );
+    assert_eq!(golden_disks(&mut t), 0);
     eprintln!("golden disk test took {:?}", started.elapsed());
 }

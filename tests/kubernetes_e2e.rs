@@ -18,7 +18,7 @@ mod common;
 use std::time::Instant;
 
 use common::Test;
-use common::vms::{ClusterCleanup, virsh};
+use common::vms::{ClusterCleanup, step_lines, virsh};
 
 const NODES: [&str; 2] = ["k8-cp", "k8-w1"];
 
@@ -58,14 +58,6 @@ users:
   user:
     token: abc
 ";
-
-/// What a node's log says of each step: `name -> lines`.
-fn step_lines(log: &str, step: &str) -> Vec<String> {
-    let tag = format!("[{step}] ");
-    log.lines()
-        .filter_map(|l| l.split_once(&tag).map(|(_, rest)| rest.to_string()))
-        .collect()
-}
 
 #[test]
 fn up_stops_at_prepare_node_without_package_repositories() {

@@ -133,7 +133,9 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
             let kube = answering_client(ctx, &st).await?;
             let token = crate::pki::ensure(&ctx.dirs, &st.plan)?.bootstrap_token;
             if !client::token_still_valid(&kube, token.expose()).await? {
-                let fresh = crate::pki::new_bootstrap_token()?;
+                // Registered with the cluster before it is kept, so the
+                // file never holds a token the cluster does not know.
+                let fresh = crate::pki::generate_bootstrap_token()?;
                 client::create_bootstrap_token(&kube, fresh.expose(), TOKEN_TTL).await?;
                 crate::pki::keep_bootstrap_token(&ctx.dirs, name, &fresh)?;
                 p.info("the bootstrap token from `up` has expired: registered a new one");

@@ -148,7 +148,7 @@ pub fn builtin() -> Result<&'static [ImageEntry], ImageError> {
     let parsed = PARSED.get_or_init(|| {
         BUILTIN
             .iter()
-            .map(|(file, text)| parse(file, text).map_err(|e| error_text(&e)))
+            .map(|(file, text)| parse(file, text).map_err(|e| crate::error::one_line(&e)))
             .collect()
     });
     match parsed {
@@ -158,16 +158,6 @@ pub fn builtin() -> Result<&'static [ImageEntry], ImageError> {
             message: message.clone(),
         }),
     }
-}
-
-fn error_text(e: &ImageError) -> String {
-    let mut s = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        s.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    s
 }
 
 pub(crate) fn user_catalog_dir(dirs: &Dirs) -> PathBuf {
@@ -273,7 +263,7 @@ mod tests {
 
     #[test]
     fn builtin_catalog_parses_and_is_sound() {
-        let entries = builtin().unwrap_or_else(|e| panic!("{}", error_text(&e)));
+        let entries = builtin().unwrap_or_else(|e| panic!("{}", crate::error::one_line(&e)));
         assert_eq!(entries.len(), BUILTIN.len());
         let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         names.sort();

@@ -656,6 +656,11 @@ pub async fn drain_and_delete_node(
 
 // --- bootstrap tokens --------------------------------------------------------------
 
+/// The name of the kube-system Secret of the bootstrap token with `id`.
+fn token_secret_name(id: &str) -> String {
+    format!("bootstrap-token-{id}")
+}
+
 /// The Secret kubeadm makes for a bootstrap token (kube-system,
 /// `bootstrap-token-ID`, type `bootstrap.kubernetes.io/token`): usable for
 /// authentication and for signing the cluster-info ConfigMap, in kubeadm's
@@ -687,7 +692,7 @@ pub fn bootstrap_token_secret(
     .collect();
     Ok(k8s_openapi::api::core::v1::Secret {
         metadata: ::kube::api::ObjectMeta {
-            name: Some(format!("bootstrap-token-{id}")),
+            name: Some(token_secret_name(id)),
             namespace: Some("kube-system".into()),
             ..Default::default()
         },
@@ -727,10 +732,10 @@ pub fn bootstrap_token_usable(
 /// Whether `token` can still join a node for 10 minutes: its Secret
 /// exists (the token cleaner deletes expired ones) and has not expired.
 pub async fn token_still_valid(client: &Client, token: &str) -> Result<bool, KubeError> {
-    let id = token.split('.').next().unwrap_or_default();
+    let name = token_secret_name(token.split('.').next().unwrap_or_default());
     let api: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "kube-system");
-    match api.get_opt(&format!("bootstrap-token-{id}")).await {
+    match api.get_opt(&name).await {
         Ok(Some(s)) => Ok(bootstrap_token_usable(
             &s,
             time::OffsetDateTime::now_utc(),
@@ -738,7 +743,7 @@ pub async fn token_still_valid(client: &Client, token: &str) -> Result<bool, Kub
         )),
         Ok(None) => Ok(false),
         Err(source) => Err(KubeError::Apply {
-            object: format!("Secret kube-system/bootstrap-token-{id} (read)"),
+            object: format!("Secret kube-system/{name} (read)"),
             source,
         }),
     }

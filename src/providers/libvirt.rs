@@ -868,22 +868,19 @@ impl Provider for Libvirt {
             let outcome = wait_for_job(&d);
             let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
             let _ = images.refresh(0);
-            let v = lookup_vol(&images, &volume)?;
-            let why = match (outcome, &v) {
-                (Ok(JobEnd::Completed), Some(_)) => None,
-                (Ok(JobEnd::Completed), None) => Some("left no volume".to_string()),
-                (Ok(JobEnd::Other(t)), _) => Some(format!("ended as libvirt job type {t}")),
-                (Err(e), _) => Some(format!("could not be followed: {e}")),
-            };
-            let v = match (why, v) {
-                (None, Some(v)) => v,
-                (why, v) => {
+            let v = match (outcome, lookup_vol(&images, &volume)?) {
+                (Ok(JobEnd::Completed), Some(v)) => v,
+                (outcome, v) => {
                     if let Some(v) = v {
                         let _ = v.delete(0);
                     }
+                    let why = match outcome {
+                        Ok(JobEnd::Completed) => "left no volume".to_string(),
+                        Ok(JobEnd::Other(t)) => format!("ended as libvirt job type {t}"),
+                        Err(e) => format!("could not be followed: {e}"),
+                    };
                     return Err(ProviderError::Invalid(format!(
-                        "the copy of VM {node}'s disk {}",
-                        why.unwrap_or_default()
+                        "the copy of VM {node}'s disk {why}"
                     )));
                 }
             };

@@ -13,6 +13,15 @@ pub fn virsh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The lines a node's log (`devcluster logs NODE`) has for `step`,
+/// without their `[step] ` tag.
+pub fn step_lines(log: &str, step: &str) -> Vec<String> {
+    let tag = format!("[{step}] ");
+    log.lines()
+        .filter_map(|l| l.split_once(&tag).map(|(_, rest)| rest.to_string()))
+        .collect()
+}
+
 /// On drop (a test passing or panicking), removes whatever a cluster's
 /// test left in libvirt: its VMs, storage pool and directory, network.
 /// Disks left behind would be picked up again by the next run.
