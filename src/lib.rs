@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod commands;
 pub mod dirs;
+pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod golden;
@@ -25,6 +26,8 @@ pub mod provision;
 pub mod seed;
 pub mod spec;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod ui;
 pub mod versions;
 

@@ -5,8 +5,10 @@
 //! succeed — so `up` and `destroy` can be re-run from any partial state.
 //! Addresses come from the plan, never from asking the hypervisor.
 //!
-//! Implementations: libvirt (Linux, `virt` crate). Hyper-V and VirtualBox
-//! are detected but not built yet: choosing them is an error that says so.
+//! One folder per provider, each holding its own templates and scripts:
+//! `libvirt/` (Linux, `virt` crate; its XML rendering compiles on every
+//! host so it is tested everywhere). Hyper-V and VirtualBox are detected
+//! but not built yet: choosing them is an error that says so.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -20,9 +22,7 @@ use crate::net::Cidr;
 use crate::plan::{Os, Plan};
 use crate::spec::{NetworkMode, ProviderKind};
 
-#[cfg(target_os = "linux")]
 pub mod libvirt;
-pub mod xml;
 
 /// What the provider says about itself on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,4 +1,4 @@
-//! The libvirt provider (Linux hosts), on the `virt` crate.
+//! The libvirt driver (Linux hosts), on the `virt` crate.
 //!
 //! Storage: libvirt storage pools, not files in our state dir. With
 //! `qemu:///system` QEMU runs as `libvirt-qemu`, which usually cannot even
@@ -30,7 +30,7 @@ use virt::stream::Stream;
 use virt::sys;
 
 use super::xml::{self, DomainHost};
-use super::{
+use crate::providers::{
     Capabilities, Detection, GoldenVolume, NetworkSpec, Provider, ProviderConfig, ProviderError,
     Result, Shutdown, VmSpec, VmState,
 };

@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::{Firmware, NetworkSpec, VmSpec};
+use crate::providers::{Firmware, NetworkSpec, VmSpec};
 use crate::plan::Os;
 use crate::spec::NetworkMode;
 
