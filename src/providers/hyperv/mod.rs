@@ -324,6 +324,19 @@ impl HyperV {
         self.ps.run(op, &params).await
     }
 
+    /// Start-VM or Save-VM: done (or nothing to do), or no such VM.
+    async fn change_state(&self, op: Op, verb: &'static str, name: &str) -> Result<()> {
+        let e = |err| op_err(verb, name, err);
+        let v = self
+            .vm_op(op, name, json!({ "name": name }))
+            .await
+            .map_err(e)?;
+        match str_field(&v, "state").map_err(e)? {
+            "Absent" => Err(ProviderError::NoSuchVm(name.into())),
+            _ => Ok(()),
+        }
+    }
+
     /// The parameters of `create_vm.ps1` (everything but the seed's bytes,
     /// which go in a file).
     pub fn create_params(vm: &VmSpec, node_dir: &str, seed_source: &str) -> Value {
@@ -490,14 +503,7 @@ impl Provider for HyperV {
     }
 
     async fn start(&self, name: &str) -> Result<()> {
-        let v = self
-            .vm_op(Op::StartVm, name, json!({ "name": name }))
-            .await
-            .map_err(|err| op_err("start", name, err))?;
-        match str_field(&v, "state").map_err(|err| op_err("start", name, err))? {
-            "Absent" => Err(ProviderError::NoSuchVm(name.into())),
-            _ => Ok(()),
-        }
+        self.change_state(Op::StartVm, "start", name).await
     }
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown> {
@@ -519,14 +525,7 @@ impl Provider for HyperV {
     }
 
     async fn suspend(&self, name: &str) -> Result<()> {
-        let v = self
-            .vm_op(Op::SaveVm, name, json!({ "name": name }))
-            .await
-            .map_err(|err| op_err("save", name, err))?;
-        match str_field(&v, "state").map_err(|err| op_err("save", name, err))? {
-            "Absent" => Err(ProviderError::NoSuchVm(name.into())),
-            _ => Ok(()),
-        }
+        self.change_state(Op::SaveVm, "save", name).await
     }
 
     async fn resume(&self, name: &str) -> Result<()> {
