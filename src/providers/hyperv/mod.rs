@@ -260,6 +260,20 @@ pub async fn detect(ps: &PowerShell) -> Detection {
     }
 }
 
+/// Doctor's Hyper-V checks on this host: [`detect::checks`] of the facts,
+/// or one failed check saying why the facts could not be read.
+pub async fn host_checks(ps: &PowerShell) -> Vec<crate::doctor::Check> {
+    match facts(ps).await {
+        Ok(f) => detect::checks(&f),
+        Err(e) => vec![crate::doctor::Check::fail(
+            "hyperv.powershell",
+            crate::error::one_line(&e),
+            e.hint()
+                .unwrap_or_else(|| "run `powershell.exe -NoProfile -Command Get-Module -ListAvailable Hyper-V` to see what fails".into()),
+        )],
+    }
+}
+
 /// The recorded host facts `detect.ps1` gathers.
 pub async fn facts(ps: &PowerShell) -> Result<detect::Facts, HypervError> {
     let v = ps

@@ -663,4 +663,16 @@ fn detect_through_the_stand_in() {
     let d = run(super::detect(&r.ps()));
     assert!(!d.usable);
     assert!(d.fix.unwrap().contains("ConstrainedLanguage"));
+
+    let r = Replay::new(&[(Op::Detect, "detect-ready"), (Op::Detect, "err-permission")]);
+    let checks = run(super::host_checks(&r.ps()));
+    assert_eq!(checks.len(), 5);
+    assert!(
+        checks.iter().all(|c| c.status == crate::doctor::Status::Ok),
+        "{checks:?}"
+    );
+    let checks = run(super::host_checks(&r.ps()));
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].name, "hyperv.powershell");
+    assert!(checks[0].fix.as_deref().unwrap().contains("S-1-5-32-578"));
 }
