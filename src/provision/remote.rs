@@ -384,7 +384,7 @@ mod tests {
     fn win32_openssh_hands_powershell_exactly_our_script() {
         let mut cases: Vec<Vec<String>> =
             HARD.iter().map(|w| words(&["Write-Output", w])).collect();
-        cases.push(words(&HARD[..]));
+        cases.push(words(HARD));
         cases.push(words(&["scp -t /etc"]));
         cases.push(words(&["'a  b'"]));
         cases.push(words(&["Write-Output trailing\\"]));
