@@ -3,10 +3,16 @@
 //! argument reaches the node as one word, one argument is a whole command
 //! line, and exit codes pass through — over the system `ssh` and over
 //! devcluster's own client (no `ssh` on PATH), which send the same string.
+//! Then the reconnect behind the step runner's reboot handshake
+//! (`Session::reboot`): the node restarts and the same session goes on,
+//! with the pinned host key, once the node reports a new boot.
 
 #![cfg(all(target_os = "linux", feature = "test-libvirt"))]
+#![allow(clippy::print_stderr)] // progress of a long test, shown with --nocapture
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::Test;
 use common::vms::ClusterCleanup;
@@ -80,6 +86,43 @@ fn ssh_arguments_stay_words_and_exit_codes_pass_through() {
         assert!(out.stdout.contains("Filesystem"), "{what}: {}", out.stdout);
         assert_eq!(ssh(&mut t, &["exit 7"]).code, 7, "{what}");
     }
+
+    // The reboot behind a step's "reboot and run me again".
+    let dirs = t.dirs();
+    let st = devcluster::state::load_existing(&dirs, "wsa").unwrap();
+    let secrets = devcluster::pki::ensure(&dirs, &st.plan).unwrap();
+    let node = st.plan.node("wsa-cp").unwrap();
+    let target = devcluster::provision::SshTarget::for_node(node, &secrets).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use devcluster::provision::ssh::boot_id_command;
+        let s = devcluster::provision::Session::connect(&target, Duration::from_secs(120))
+            .await
+            .unwrap();
+        let boot = |out: devcluster::provision::ssh::Output| {
+            assert_eq!(out.code, 0);
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let before = boot(
+            s.exec_collect(&boot_id_command(target.os), None)
+                .await
+                .unwrap(),
+        );
+        let started = Instant::now();
+        s.reboot(Duration::from_secs(900)).await.unwrap();
+        let after = boot(
+            s.exec_collect(&boot_id_command(target.os), None)
+                .await
+                .unwrap(),
+        );
+        assert_ne!(before, after, "the session reconnected to the same boot");
+        assert_eq!(
+            s.exec_collect("hostname", None).await.unwrap().stdout,
+            b"wsa-cp\n"
+        );
+        eprintln!("rebooted and reconnected in {:?}", started.elapsed());
+        s.close().await.unwrap();
+    });
 
     t.args(&["--cluster", "wsa", "destroy", "--yes"])
         .run()

@@ -951,6 +951,23 @@ mod tests {
         assert!(WINDOWS_RUNNER_SCRIPT.contains("DEVCLUSTER_TEST_FAIL_STEP"));
     }
 
+    fn windows_target() -> SshTarget {
+        use russh::keys::ssh_key::private::{Ed25519Keypair, KeypairData};
+        let pair = Ed25519Keypair::from_seed(&[9; 32]);
+        let key = russh::keys::PrivateKey::new(KeypairData::from(pair), "t").unwrap();
+        SshTarget {
+            node: "dev-win1".into(),
+            host: "192.0.2.31".into(),
+            port: 22,
+            user: ssh::WINDOWS_USER.into(),
+            host_key: key.public_key().clone(),
+            client_key: key,
+            sudo: false,
+            step_dir: ssh::WINDOWS_STEP_DIR.into(),
+            os: Os::Windows,
+        }
+    }
+
     #[test]
     fn windows_helper_commands_parse() {
         use ssh::*;
@@ -972,7 +989,11 @@ mod tests {
         assert!(public.contains("/reset"));
         assert!(!windows_move_command("a", r"C:\k\x", 0o600).contains("/reset"));
         assert_windows_exec_string("boot id", &boot_id_command(Os::Windows));
-        assert_windows_exec_string("reboot", &reboot_command(Os::Windows));
+        assert_eq!(
+            reboot_command(&windows_target()),
+            remote::pwsh_exec_string("Restart-Computer -Force")
+        );
+        assert_windows_exec_string("reboot", &reboot_command(&windows_target()));
     }
 
     #[test]

@@ -701,8 +701,10 @@ impl Session {
             .exec_collect(&boot_id_command(self.target.os), None)
             .await?;
         let before = String::from_utf8_lossy(&before.stdout).trim().to_string();
-        let restart = reboot_command(self.target.os);
-        let _ = self.exec_collect(&restart, None).await;
+        let restart = reboot_command(&self.target);
+        // The connection may die with the node instead of answering.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(30), self.exec_collect(&restart, None)).await;
         loop {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
@@ -800,9 +802,9 @@ pub fn boot_id_command(os: Os) -> String {
 }
 
 /// A command that reboots the node at once.
-pub fn reboot_command(os: Os) -> String {
-    match os {
-        Os::Linux => "sudo -n systemctl reboot".into(),
+pub fn reboot_command(target: &SshTarget) -> String {
+    match target.os {
+        Os::Linux => target.privileged("systemctl reboot"),
         Os::Windows => super::remote::pwsh_exec_string("Restart-Computer -Force"),
     }
 }
