@@ -502,17 +502,8 @@ impl Session {
     ) -> Result<u32, SshError> {
         tracing::debug!(node = %self.target.node, command, "exec");
         let node = &self.target.node;
-        let channel_err = |source| SshError::Channel {
-            node: node.clone(),
-            source: Box::new(source),
-        };
-        let channel = self
-            .handle
-            .read()
-            .await
-            .channel_open_session()
-            .await
-            .map_err(channel_err)?;
+        let channel_err = |source| self.channel_err(source);
+        let channel = self.open_channel().await?;
         channel.exec(true, command).await.map_err(channel_err)?;
         let (mut reader, writer) = channel.split();
 
@@ -614,27 +605,34 @@ impl Session {
         Ok(())
     }
 
+    fn channel_err(&self, source: russh::Error) -> SshError {
+        SshError::Channel {
+            node: self.target.node.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A new session channel on the current connection.
+    async fn open_channel(&self) -> Result<russh::Channel<client::Msg>, SshError> {
+        self.handle
+            .read()
+            .await
+            .channel_open_session()
+            .await
+            .map_err(|source| self.channel_err(source))
+    }
+
     /// Opens an SFTP session on a new channel.
     async fn sftp(
         &self,
         path: &str,
     ) -> Result<super::sftp::Sftp<russh::ChannelStream<client::Msg>>, SshError> {
         let node = &self.target.node;
-        let channel_err = |source| SshError::Channel {
-            node: node.clone(),
-            source: Box::new(source),
-        };
-        let channel = self
-            .handle
-            .read()
-            .await
-            .channel_open_session()
-            .await
-            .map_err(channel_err)?;
+        let channel = self.open_channel().await?;
         channel
             .request_subsystem(true, "sftp")
             .await
-            .map_err(channel_err)?;
+            .map_err(|source| self.channel_err(source))?;
         super::sftp::Sftp::init(channel.into_stream())
             .await
             .map_err(|source| SshError::Sftp {
