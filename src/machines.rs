@@ -445,6 +445,7 @@ pub async fn provision_all(
         };
         let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
         let name = node.name.clone();
+        let ssh_timeout = ssh_timeout_for(node, ssh_timeout);
         let tx = events.clone();
         set.spawn(async move {
             let send = |ev: NodeEvent| {
@@ -646,6 +647,49 @@ pub fn apply_event(
     }
 }
 
+/// How long SSH may take to answer on a Windows node: a first boot runs
+/// the specialize pass and a reboot before sshd starts (Lima #5255: ten
+/// minutes "is not sufficient for the initial boot of Windows guests").
+pub const WINDOWS_SSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// The SSH readiness bound of `node`: `base`, or at least
+/// [`WINDOWS_SSH_TIMEOUT`] for a Windows node.
+pub fn ssh_timeout_for(node: &NodePlan, base: std::time::Duration) -> std::time::Duration {
+    match node.os {
+        Os::Linux => base,
+        Os::Windows => base.max(WINDOWS_SSH_TIMEOUT),
+    }
+}
+
+/// The command that prints a node's clock as Unix seconds (with a
+/// fraction).
+pub fn clock_read_command(os: Os) -> String {
+    match os {
+        Os::Linux => "date -u +%s.%N".into(),
+        Os::Windows => crate::provision::remote::pwsh_exec_string(
+            "[DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0",
+        ),
+    }
+}
+
+/// The commands that set a node's clock to `unix_secs` and restart its time
+/// sync (a sync that fails, e.g. with no time source, is not an error).
+pub fn clock_set_commands(target: &crate::provision::SshTarget, unix_secs: f64) -> Vec<String> {
+    match target.os {
+        Os::Linux => vec![
+            target.privileged(&format!("date -u -s @{unix_secs:.3} >/dev/null")),
+            target.privileged(
+                "sh -c 'systemctl restart systemd-timesyncd 2>/dev/null || systemctl restart chrony 2>/dev/null || true'",
+            ),
+        ],
+        Os::Windows => vec![crate::provision::remote::pwsh_exec_string(&format!(
+            "Set-Date -Date ([DateTimeOffset]::FromUnixTimeMilliseconds({}).LocalDateTime) | Out-Null\n\
+             & w32tm.exe /resync /nowait | Out-Null; $global:LASTEXITCODE = 0",
+            (unix_secs * 1000.0).round() as i64
+        ))],
+    }
+}
+
 /// After a resume: a suspended guest's clock stands still while it is
 /// saved, so it is hours behind and certificates look "not yet valid".
 /// Steps every node's clock to the host's (over SSH, which also proves the
@@ -668,10 +712,13 @@ pub async fn sync_clocks(
             }
         };
         let name = node.name.clone();
+        let timeout = ssh_timeout_for(node, timeout);
         set.spawn(async move {
             let r = async {
                 let (session, _) = wait_for_ssh(&target, timeout).await?;
-                let guest = session.exec_collect("date -u +%s.%N", None).await?;
+                let guest = session
+                    .exec_collect(&clock_read_command(target.os), None)
+                    .await?;
                 let guest: f64 = String::from_utf8_lossy(&guest.stdout)
                     .trim()
                     .parse()
@@ -683,12 +730,9 @@ pub async fn sync_clocks(
                         .unwrap_or(0.0)
                 };
                 let skew = guest - now();
-                let set_cmd = target.privileged(&format!("date -u -s @{:.3} >/dev/null", now()));
-                session.exec_collect(&set_cmd, None).await?;
-                let restart = target.privileged(
-                    "sh -c 'systemctl restart systemd-timesyncd 2>/dev/null || systemctl restart chrony 2>/dev/null || true'",
-                );
-                session.exec_collect(&restart, None).await?;
+                for command in clock_set_commands(&target, now()) {
+                    session.exec_collect(&command, None).await?;
+                }
                 let _ = session.close().await;
                 Ok::<f64, ProvisionError>(skew)
             }

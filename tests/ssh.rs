@@ -860,3 +860,42 @@ async fn nodes_run_in_parallel_tasks() {
         started.elapsed()
     );
 }
+
+/// The SFTP writer that Windows uploads use, against OpenSSH's own
+/// sftp-server (the program Win32-OpenSSH ships as sftp-server.exe):
+/// missing directories made, 3 MiB in chunks, a shorter rewrite truncates,
+/// the mode applied, a refused path named with the server's status.
+#[tokio::test]
+async fn sftp_writes_files_as_windows_uploads_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = fx();
+    let sshd = fx.sshd();
+    let s = fx.session(&sshd).await;
+    let path = fx.guest.path().join("new/dirs/file.bin");
+    let sftp_path = path.to_str().unwrap();
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    if let Err(e) = s.sftp_write(sftp_path, &big, 0o600).await {
+        panic!("sftp: {e:?}\nsshd log:\n{}", sshd.log());
+    }
+    assert_eq!(sha256(&std::fs::read(&path).unwrap()), sha256(&big));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    s.sftp_write(sftp_path, b"short\n", 0o600).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"short\n");
+
+    // A path under a file cannot be made: the server's status, named.
+    let bad = format!("{sftp_path}/under-a-file");
+    match s.sftp_write(&bad, b"x", 0o600).await {
+        Err(SshError::Sftp { path, source, .. }) => {
+            assert_eq!(path, bad);
+            let text = source.to_string();
+            assert!(text.starts_with(&format!("SFTP open {bad}: ")), "{text}");
+        }
+        other => panic!("expected an SFTP error, got {other:?}"),
+    }
+    s.close().await.unwrap();
+}

@@ -1,7 +1,10 @@
 //! `devcluster ssh NODE [-- CMD...]`: the system `ssh` with our key and the
 //! pinned host keys (StrictHostKeyChecking=yes: a guest whose host key is
 //! not the one devcluster generated is refused). The command's exit code
-//! is devcluster's.
+//! is devcluster's. Each ARG reaches the node as one word, a single one is
+//! a whole command line, quoted for the node's shell: a POSIX shell on
+//! Linux, PowerShell on Windows ([`crate::provision::remote`]). Without a
+//! command: an interactive shell (bash, or PowerShell as Administrator).
 
 use std::process::Command;
 
@@ -9,7 +12,8 @@ use super::Ctx;
 use crate::cli::SshArgs;
 use crate::error::{ExitStatus, UserError};
 use crate::pki::PkiPaths;
-use crate::seed::cloud_init::USER;
+use crate::provision::remote;
+use crate::provision::ssh::login_user;
 use crate::state;
 
 /// The node's plan entry, or an error listing the nodes there are.
@@ -64,9 +68,10 @@ fn ssh_command(
             "-o",
             "ConnectTimeout=10",
         ])
-        .arg(format!("{USER}@{}", n.ip));
+        .arg(format!("{}@{}", login_user(n.os), n.ip));
     if !command.is_empty() {
-        c.arg("--").args(command);
+        // ssh joins its arguments with spaces: give it the one string.
+        c.arg("--").arg(remote::command_line(n.os, command));
     }
     c
 }
@@ -105,9 +110,8 @@ fn russh_exec(
     use crate::provision::ssh::{Session, SshTarget, Stream};
     let secrets = crate::pki::ensure(&ctx.dirs, &st.plan)?;
     let target = SshTarget::for_node(n, &secrets)?;
-    // As OpenSSH does: the arguments joined by spaces, parsed by the
-    // remote shell (`ssh NODE -- 'a; b'` and `ssh NODE -- a\; b` agree).
-    let line = command.join(" ");
+    // The same string the system ssh sends.
+    let line = remote::command_line(n.os, command);
     let runtime = super::runtime()?;
     let r = runtime.block_on(async {
         let session = Session::connect(&target, std::time::Duration::from_secs(10)).await?;

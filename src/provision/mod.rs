@@ -36,8 +36,32 @@
 //! secret value of the step (and of [`Step::redact`] values) before it
 //! reaches the log, the error's tail or tracing: `kubeadm` for example
 //! prints its bootstrap token.
+//!
+//! # Windows nodes
+//!
+//! A [`Step`] is the same for both OSes; the runner picks the Windows path
+//! by the session's [`SshTarget::os`]. There the script is PowerShell,
+//! uploaded over SFTP ([`sftp`]) to `C:\ProgramData\devcluster\steps\
+//! <name>.ps1` (a directory only Administrators and SYSTEM can read; files
+//! reach other paths through it, see [`Session::upload`]) and run by
+//! `provisioners/windows/run-step.ps1` with `powershell.exe -NoProfile
+//! -NonInteractive -ExecutionPolicy Bypass -File` under
+//! `$ErrorActionPreference = 'Stop'` ([`windows_step_command`]). Plain
+//! environment values are set by the command (`$env:K = '...'`); secret
+//! ones are read from stdin by the login shell as on Linux (NUL-separated
+//! `K=V`) into the process environment the script inherits. The marker is
+//! `<name>.done` beside the script; logs and failure reports are the same.
+//!
+//! **Reboots.** A Windows step that exits [`REBOOT_EXIT_CODE`] (3010,
+//! Windows' ERROR_SUCCESS_REBOOT_REQUIRED, what installers return when a
+//! reboot must finish their work) asks for a reboot: the runner logs it,
+//! reboots the node, waits for SSH with the same pinned host key and a new
+//! boot time ([`Session::reboot`]) and runs the step again; the step exits
+//! 0 once nothing is left to do. At most [`MAX_REBOOTS`] per step.
 
 pub mod log;
+pub mod remote;
+pub mod sftp;
 pub mod ssh;
 pub mod steps;
 
@@ -52,19 +76,33 @@ pub use ssh::{Session, SshError, SshTarget, Stream, wait_for_ssh};
 
 use crate::error::Bug;
 use crate::pki::Secret;
+use crate::plan::Os;
+use remote::{pwsh_exec_string, pwsh_quote};
 use ssh::shell_quote;
+
+/// The exit code of a Windows step that asks for a reboot (then runs
+/// again).
+pub const REBOOT_EXIT_CODE: u32 = 3010;
+/// Reboots one step may ask for before it counts as failed.
+pub const MAX_REBOOTS: u32 = 3;
+/// How long a Windows node may take to come back from a reboot.
+pub const WINDOWS_REBOOT_TIMEOUT: Duration = Duration::from_secs(1200);
+/// `provisioners/windows/run-step.ps1`: runs a Windows step's script.
+pub const WINDOWS_RUNNER_SCRIPT: &str = include_str!("../../provisioners/windows/run-step.ps1");
+const WINDOWS_RUNNER: &str = "run-step";
 
 /// How many output lines a failed step keeps for the error message.
 pub const TAIL_LINES: usize = 20;
 const REDACTED: &str = "<redacted>";
 
-/// One named, idempotent provisioning step: a bash script and its
-/// environment.
+/// One named, idempotent provisioning step: a script and its environment,
+/// for a Linux or a Windows node alike (see the module documentation).
 #[derive(Clone)]
 pub struct Step {
     /// `[a-z0-9][a-z0-9-]*`: it names the script and marker files.
     pub name: String,
-    /// The bash script (run with `bash -euo pipefail`).
+    /// The script: bash on Linux nodes (run with `bash -euo pipefail`),
+    /// PowerShell on Windows nodes (run by `run-step.ps1`).
     pub script: String,
     /// Plain environment: on the command line and in the log.
     pub env: Vec<(String, String)>,
@@ -80,7 +118,8 @@ pub struct Step {
 /// A file a step uploads before its script runs.
 #[derive(Clone)]
 pub struct StepFile {
-    /// Absolute guest path; missing directories are created.
+    /// Absolute guest path (`/etc/x` on Linux, `C:\k\x` on Windows);
+    /// missing directories are created.
     pub path: String,
     pub content: Secret,
     /// Unix mode, e.g. `0o600`.
@@ -206,10 +245,7 @@ impl Step {
             )));
         }
         for file in &self.files {
-            let path_ok = file.path.starts_with('/')
-                && file.path.len() > 1
-                && !file.path.ends_with('/')
-                && !file.path.split('/').any(|c| c == "..")
+            let path_ok = (is_posix_path(&file.path) || is_windows_path(&file.path))
                 && !file.path.chars().any(|c| c.is_control());
             if !path_ok {
                 return Err(Bug(format!(
@@ -244,6 +280,22 @@ impl Step {
         secrets.dedup();
         secrets
     }
+}
+
+fn is_posix_path(p: &str) -> bool {
+    p.starts_with('/') && p.len() > 1 && !p.ends_with('/') && !p.split('/').any(|c| c == "..")
+}
+
+/// `X:\dir\file` (or with `/`): a drive letter, no `..`, not a directory.
+fn is_windows_path(p: &str) -> bool {
+    let b = p.as_bytes();
+    b.len() > 3
+        && b[0].is_ascii_alphabetic()
+        && b[1] == b':'
+        && (b[2] == b'\\' || b[2] == b'/')
+        && !p.ends_with(['\\', '/'])
+        && !p.split(['\\', '/']).any(|c| c == ".." || c.is_empty())
+        && !p[2..].contains([':', '*', '?', '"', '<', '>', '|'])
 }
 
 /// What happened to a step, for progress display and for the caller to
@@ -335,12 +387,20 @@ impl StepError {
 
 /// The guest path of a step's script.
 pub fn script_path(session: &Session, step: &str) -> String {
-    format!("{}/{step}.sh", session.target().step_dir)
+    let t = session.target();
+    match t.os {
+        Os::Linux => format!("{}/{step}.sh", t.step_dir),
+        Os::Windows => format!("{}\\{step}.ps1", t.step_dir),
+    }
 }
 
 /// The guest path of a step's done marker.
 pub fn marker_path(session: &Session, step: &str) -> String {
-    format!("{}/{step}.done", session.target().step_dir)
+    let t = session.target();
+    match t.os {
+        Os::Linux => format!("{}/{step}.done", t.step_dir),
+        Os::Windows => format!("{}\\{step}.done", t.step_dir),
+    }
 }
 
 /// Whether the guest has the done marker of step `name`.
@@ -350,10 +410,16 @@ pub async fn step_done_in_guest(session: &Session, name: &str) -> Result<bool, S
         step: name.to_string(),
         source,
     };
-    let command = session.target().privileged(&format!(
-        "test -e {}",
-        shell_quote(&marker_path(session, name))
-    ));
+    let marker = marker_path(session, name);
+    let command = match session.target().os {
+        Os::Linux => session
+            .target()
+            .privileged(&format!("test -e {}", shell_quote(&marker))),
+        Os::Windows => pwsh_exec_string(&format!(
+            "if (Test-Path -LiteralPath {}) {{ exit 0 }} else {{ exit 1 }}",
+            pwsh_quote(&marker)
+        )),
+    };
     let out = session
         .exec_collect(&command, None)
         .await
@@ -363,19 +429,68 @@ pub async fn step_done_in_guest(session: &Session, name: &str) -> Result<bool, S
 
 /// Runs one step (see the module documentation) and returns how long it
 /// took. A non-zero exit is [`StepError::Failed`] with the output's tail.
+/// On a Windows node, a step that asks for a reboot is run again after it.
 pub async fn run_step(
     session: &Session,
     step: &Step,
     log: &mut NodeLog,
 ) -> Result<Duration, StepError> {
+    let started = Instant::now();
+    let mut reboots = 0;
+    loop {
+        match run_step_once(session, step, log, reboots < MAX_REBOOTS).await? {
+            Ran::Done => return Ok(started.elapsed()),
+            Ran::Reboot => {
+                reboots += 1;
+                let name = step.name.as_str();
+                let log_err = |source| StepError::Log {
+                    node: session.node().to_string(),
+                    step: name.to_string(),
+                    source,
+                };
+                log.line(
+                    name,
+                    &format!("asked for a reboot (exit {REBOOT_EXIT_CODE}): rebooting ({reboots} of at most {MAX_REBOOTS})"),
+                )
+                .map_err(log_err)?;
+                session
+                    .reboot(WINDOWS_REBOOT_TIMEOUT)
+                    .await
+                    .map_err(|source| StepError::Ssh {
+                        node: session.node().to_string(),
+                        step: name.to_string(),
+                        source,
+                    })?;
+                log.line(name, "back after the reboot: running the step again")
+                    .map_err(log_err)?;
+            }
+        }
+    }
+}
+
+/// How one run of a step ended when it did not fail.
+enum Ran {
+    Done,
+    Reboot,
+}
+
+async fn run_step_once(
+    session: &Session,
+    step: &Step,
+    log: &mut NodeLog,
+    may_reboot: bool,
+) -> Result<Ran, StepError> {
     let node = session.node().to_string();
     let name = step.name.as_str();
     let started = Instant::now();
-    step.check().map_err(|source| StepError::Invalid {
-        node: node.clone(),
-        step: name.to_string(),
-        source,
-    })?;
+    let os = session.target().os;
+    step.check()
+        .and_then(|()| check_paths_for(step, os))
+        .map_err(|source| StepError::Invalid {
+            node: node.clone(),
+            step: name.to_string(),
+            source,
+        })?;
     let log_err = |source| StepError::Log {
         node: node.clone(),
         step: name.to_string(),
@@ -426,8 +541,17 @@ pub async fn run_step(
         .upload(&script, step.script.as_bytes(), 0o700)
         .await
         .map_err(ssh_err)?;
-
-    let (command, stdin) = step_command(session, step, &script);
+    let (command, stdin) = match os {
+        Os::Linux => step_command(session, step, &script),
+        Os::Windows => {
+            let runner = script_path(session, WINDOWS_RUNNER);
+            session
+                .upload(&runner, WINDOWS_RUNNER_SCRIPT.as_bytes(), 0o700)
+                .await
+                .map_err(ssh_err)?;
+            windows_step_command(step, &runner, &script)
+        }
+    };
     let secrets = step.secrets();
     let mut out = StepOutput {
         log,
@@ -460,6 +584,9 @@ pub async fn run_step(
             return Err(ssh_err(e));
         }
     };
+    if os == Os::Windows && code == REBOOT_EXIT_CODE && may_reboot {
+        return Ok(Ran::Reboot);
+    }
     if code != 0 {
         log.line(
             name,
@@ -487,7 +614,67 @@ pub async fn run_step(
     log.line(name, &format!("finished in {:.1}s", elapsed.as_secs_f32()))
         .map_err(log_err)?;
     tracing::debug!(node = %node, step = name, elapsed_ms = elapsed.as_millis() as u64, "step finished");
-    Ok(elapsed)
+    Ok(Ran::Done)
+}
+
+/// A step's file paths must be the node OS's kind of absolute path.
+fn check_paths_for(step: &Step, os: Os) -> Result<(), Bug> {
+    for f in &step.files {
+        let ok = match os {
+            Os::Linux => is_posix_path(&f.path),
+            Os::Windows => is_windows_path(&f.path),
+        };
+        if !ok {
+            return Err(Bug(format!(
+                "step {}: {:?} is not a {} path",
+                step.name,
+                f.path,
+                os.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The exec string and stdin that run a Windows step's uploaded `script`
+/// through the uploaded `runner` (see the module documentation).
+pub fn windows_step_command(step: &Step, runner: &str, script: &str) -> (String, Option<Vec<u8>>) {
+    let mut lines: Vec<String> = step
+        .env
+        .iter()
+        .map(|(k, v)| format!("$env:{k} = {}", pwsh_quote(v)))
+        .collect();
+    let stdin = if step.secret_env.is_empty() {
+        None
+    } else {
+        // Raw bytes (the console's encoding is not UTF-8, and setting it
+        // fails without a console): NUL-separated K=V, UTF-8.
+        lines.push(
+            "$stdin = [Console]::OpenStandardInput(); $buf = New-Object System.IO.MemoryStream; $stdin.CopyTo($buf)".into(),
+        );
+        lines.push(
+            "foreach ($kv in [System.Text.Encoding]::UTF8.GetString($buf.ToArray()).Split([char]0)) { if ($kv) { $i = $kv.IndexOf('='); [Environment]::SetEnvironmentVariable($kv.Substring(0, $i), $kv.Substring($i + 1), 'Process') } }".into(),
+        );
+        Some(secret_records(step))
+    };
+    lines.push(format!(
+        "& powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File {} {}",
+        pwsh_quote(runner),
+        pwsh_quote(script)
+    ));
+    (pwsh_exec_string(&lines.join("\n")), stdin)
+}
+
+/// The secret environment as NUL-separated `K=V` records.
+fn secret_records(step: &Step) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (k, v) in &step.secret_env {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(b'=');
+        bytes.extend_from_slice(v.expose().as_bytes());
+        bytes.push(0);
+    }
+    bytes
 }
 
 /// Runs `steps` in order, skipping those in `done` and those whose marker
@@ -553,19 +740,12 @@ fn step_command(session: &Session, step: &Step, script: &str) -> (String, Option
             shell_quote(wrapper),
             shell_quote(script)
         ));
-        let mut bytes = Vec::new();
-        for (k, v) in &step.secret_env {
-            bytes.extend_from_slice(k.as_bytes());
-            bytes.push(b'=');
-            bytes.extend_from_slice(v.expose().as_bytes());
-            bytes.push(0);
-        }
-        Some(bytes)
+        Some(secret_records(step))
     };
     (session.target().privileged(&words.join(" ")), stdin)
 }
 
-fn script_sha256(script: &str) -> String {
+pub(crate) fn script_sha256(script: &str) -> String {
     Sha256::digest(script.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -720,6 +900,122 @@ mod tests {
             debug.contains(r#"path: "/etc/x.yaml", mode: 0600, bytes: 17"#),
             "{debug}"
         );
+    }
+
+    /// Every exec string of the Windows path: PowerShell that parses, and
+    /// that Win32-OpenSSH hands to powershell.exe unchanged.
+    fn assert_windows_exec_string(name: &str, line: &str) {
+        crate::test_support::assert_pwsh_parses(name, line);
+        assert_eq!(
+            remote::win32_openssh::script_seen(line).as_deref(),
+            Some(line),
+            "{name}"
+        );
+    }
+
+    #[test]
+    fn windows_step_command_runs_the_runner_with_env_and_secrets_on_stdin() {
+        let step = Step::new("prepare-os", "Write-Output hi")
+            .env("NODE_NAME", "dev-win1")
+            .env("ODD", "it's $HOME `n \"q\" *")
+            .secret_env("TOKEN", Secret::new("abcdef.0123456789abcdef"));
+        let runner = r"C:\ProgramData\devcluster\steps\run-step.ps1";
+        let script = r"C:\ProgramData\devcluster\steps\prepare-os.ps1";
+        let (line, stdin) = windows_step_command(&step, runner, script);
+        assert_windows_exec_string("step command", &line);
+        assert!(!line.contains("abcdef.0123456789abcdef"), "{line}");
+        assert_eq!(
+            stdin.as_deref(),
+            Some(&b"TOKEN=abcdef.0123456789abcdef\0"[..])
+        );
+        assert!(line.contains("$env:NODE_NAME = 'dev-win1'\n"), "{line}");
+        assert!(
+            line.contains(r#"$env:ODD = 'it''s $HOME `n "q" *'"#),
+            "{line}"
+        );
+        assert!(line.contains(
+            r"& powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File 'C:\ProgramData\devcluster\steps\run-step.ps1' 'C:\ProgramData\devcluster\steps\prepare-os.ps1'"
+        ), "{line}");
+        insta::assert_snapshot!("windows_step_command", line);
+        // Without secrets nothing reads stdin.
+        let (line, stdin) = windows_step_command(&Step::new("a", ""), runner, script);
+        assert!(stdin.is_none() && !line.contains("OpenStandardInput"));
+        assert_windows_exec_string("plain step command", &line);
+    }
+
+    #[test]
+    fn the_windows_runner_parses_and_keeps_the_handshake() {
+        crate::test_support::assert_pwsh_parses("run-step.ps1", WINDOWS_RUNNER_SCRIPT);
+        assert!(WINDOWS_RUNNER_SCRIPT.contains("$ErrorActionPreference = 'Stop'"));
+        assert!(WINDOWS_RUNNER_SCRIPT.contains(&REBOOT_EXIT_CODE.to_string()));
+        assert!(WINDOWS_RUNNER_SCRIPT.contains("DEVCLUSTER_TEST_FAIL_STEP"));
+    }
+
+    fn windows_target() -> SshTarget {
+        use russh::keys::ssh_key::private::{Ed25519Keypair, KeypairData};
+        let pair = Ed25519Keypair::from_seed(&[9; 32]);
+        let key = russh::keys::PrivateKey::new(KeypairData::from(pair), "t").unwrap();
+        SshTarget {
+            node: "dev-win1".into(),
+            host: "192.0.2.31".into(),
+            port: 22,
+            user: ssh::WINDOWS_USER.into(),
+            host_key: key.public_key().clone(),
+            client_key: key,
+            sudo: false,
+            step_dir: ssh::WINDOWS_STEP_DIR.into(),
+            os: Os::Windows,
+        }
+    }
+
+    #[test]
+    fn windows_helper_commands_parse() {
+        use ssh::*;
+        assert_windows_exec_string("private dirs", &windows_private_dirs_command());
+        assert_windows_exec_string(
+            "move secret",
+            &windows_move_command(
+                r"C:\ProgramData\devcluster\upload\x.part",
+                r"C:\k\join.yaml",
+                0o600,
+            ),
+        );
+        let public = windows_move_command(
+            r"C:\ProgramData\devcluster\upload\x.part",
+            r"C:\k\ca.crt",
+            0o644,
+        );
+        assert_windows_exec_string("move public", &public);
+        assert!(public.contains("/reset"));
+        assert!(!windows_move_command("a", r"C:\k\x", 0o600).contains("/reset"));
+        assert_windows_exec_string("boot id", &boot_id_command(Os::Windows));
+        assert_eq!(
+            reboot_command(&windows_target()),
+            remote::pwsh_exec_string("Restart-Computer -Force")
+        );
+        assert_windows_exec_string("reboot", &reboot_command(&windows_target()));
+    }
+
+    #[test]
+    fn windows_file_paths() {
+        let with = |path: &str| Step::new("a", "").file(path, Secret::new("x"), 0o600);
+        for good in [r"C:\k\kubeadm-join.yaml", "C:/etc/x", r"D:\a b\c.txt"] {
+            assert!(with(good).check().is_ok(), "{good}");
+            assert!(check_paths_for(&with(good), Os::Windows).is_ok(), "{good}");
+            assert!(check_paths_for(&with(good), Os::Linux).is_err(), "{good}");
+        }
+        for bad in [
+            r"C:\",
+            r"C:\k\",
+            r"C:\..\x",
+            r"C:\a\\b",
+            r"C:\a:b",
+            "C:x",
+            r"\\srv\share\x",
+        ] {
+            assert!(with(bad).check().is_err(), "{bad}");
+        }
+        assert!(check_paths_for(&with("/etc/x"), Os::Windows).is_err());
     }
 
     #[test]

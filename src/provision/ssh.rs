@@ -15,8 +15,13 @@
 //!   data arrives and returns the exit code. It keeps reading after the
 //!   exit status until the channel closes: output still in flight when the
 //!   process exits arrives after the status.
-//! - **Uploads** are `cat > file` with the bytes on stdin (no SFTP server
-//!   needed; Windows' OpenSSH has one, but minimal Linux images may not).
+//! - **Uploads** to Linux nodes are `cat > file` with the bytes on stdin
+//!   (no SFTP server needed; minimal Linux images may have none). Windows
+//!   nodes get files over SFTP ([`super::sftp`]) into devcluster's private
+//!   directory, then moved into place by PowerShell ([`Session::upload`]).
+//! - **Reboots** ([`Session::reboot`]): the node restarts, and the session
+//!   reconnects (same pinned host key) once the node reports a new boot
+//!   time, so a step can ask for a reboot and go on.
 //!
 //! Nothing here logs command output or key material: commands are traced at
 //! debug level (callers never put secrets on a command line, see
@@ -32,11 +37,23 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicK
 use russh::{ChannelMsg, Disconnect, Sig};
 
 use crate::pki::{ClusterSecrets, Secret};
-use crate::plan::NodePlan;
+use crate::plan::{NodePlan, Os};
 use crate::seed::cloud_init::USER;
+
+pub use super::remote::posix_quote as shell_quote;
 
 /// Where step scripts and their done markers live in a guest.
 pub const GUEST_STEP_DIR: &str = "/var/lib/devcluster/steps";
+/// devcluster's directory on a Windows node: Administrators and SYSTEM
+/// only (set by [`Session::upload`] before the first file).
+pub const WINDOWS_DIR: &str = r"C:\ProgramData\devcluster";
+/// Where step scripts and their done markers live on a Windows node.
+pub const WINDOWS_STEP_DIR: &str = r"C:\ProgramData\devcluster\steps";
+/// Where uploads to a Windows node are written before they are moved.
+pub const WINDOWS_UPLOAD_DIR: &str = r"C:\ProgramData\devcluster\upload";
+/// The user devcluster logs in as on Windows nodes (its key is in
+/// `administrators_authorized_keys`).
+pub const WINDOWS_USER: &str = "Administrator";
 
 /// Longest single connection attempt (TCP connect, key exchange and
 /// authentication); the overall timeout bounds the sum.
@@ -100,6 +117,15 @@ pub enum SshError {
     },
     #[error("the SSH connection to {node} closed before the command reported its exit status")]
     NoExitStatus { node: String },
+    #[error("cannot write {path} on {node} over SFTP")]
+    Sftp {
+        node: String,
+        path: String,
+        #[source]
+        source: super::sftp::SftpError,
+    },
+    #[error("{node} did not come back from its reboot within {}s", waited.as_secs())]
+    Reboot { node: String, waited: Duration },
     #[error("cannot write {path} on {node} (exit {code}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
     Upload {
         node: String,
@@ -177,9 +203,12 @@ pub struct SshTarget {
     /// Run privileged commands through `sudo -n` (the guests' user has
     /// passwordless sudo). False when the user is root already.
     pub sudo: bool,
-    /// Where step scripts and done markers go: [`GUEST_STEP_DIR`]; tests
-    /// point it at a temporary directory.
+    /// Where step scripts and done markers go: [`GUEST_STEP_DIR`] (or
+    /// [`WINDOWS_STEP_DIR`]); tests point it at a temporary directory.
     pub step_dir: String,
+    /// The node's OS: it decides the shell's quoting, how files are
+    /// uploaded and how steps run.
+    pub os: Os,
 }
 
 impl fmt::Debug for SshTarget {
@@ -192,6 +221,7 @@ impl fmt::Debug for SshTarget {
             .field("host_key", &fingerprint(&self.host_key))
             .field("sudo", &self.sudo)
             .field("step_dir", &self.step_dir)
+            .field("os", &self.os)
             .finish()
     }
 }
@@ -228,24 +258,32 @@ impl SshTarget {
             host_key,
             sudo: true,
             step_dir: GUEST_STEP_DIR.to_string(),
+            os: Os::Linux,
         })
     }
 
     /// A planned node as the provisioner reaches it: its static IP, port
-    /// 22, user [`USER`] with sudo, the cluster's client key and the node's
-    /// pinned host key.
+    /// 22, the cluster's client key and the node's pinned host key; on
+    /// Linux user [`USER`] with sudo, on Windows [`WINDOWS_USER`] (an
+    /// administrator, PowerShell as its shell).
     pub fn for_node(node: &NodePlan, secrets: &ClusterSecrets) -> Result<Self, SshError> {
         let host_key = secrets
             .host_key(&node.name)
             .ok_or_else(|| SshError::NoHostKey(node.name.clone()))?;
-        Self::new(
+        let mut t = Self::new(
             &node.name,
             &node.ip.to_string(),
             22,
-            USER,
+            login_user(node.os),
             &secrets.ssh_client.private_openssh,
             &host_key.public_line,
-        )
+        )?;
+        if node.os == Os::Windows {
+            t.sudo = false;
+            t.step_dir = WINDOWS_STEP_DIR.to_string();
+            t.os = Os::Windows;
+        }
+        Ok(t)
     }
 
     /// `host:port`, with brackets around an IPv6 address.
@@ -265,6 +303,14 @@ impl SshTarget {
         } else {
             command.to_string()
         }
+    }
+}
+
+/// The user devcluster logs in as on a node of `os`.
+pub fn login_user(os: Os) -> &'static str {
+    match os {
+        Os::Linux => USER,
+        Os::Windows => WINDOWS_USER,
     }
 }
 
@@ -351,7 +397,8 @@ fn client_config() -> Arc<client::Config> {
 
 /// An authenticated SSH connection to one node.
 pub struct Session {
-    handle: Handle<Pinned>,
+    /// Replaced by [`Session::reboot`].
+    handle: tokio::sync::RwLock<Handle<Pinned>>,
     target: SshTarget,
     connected_after: Duration,
     attempts: u32,
@@ -398,7 +445,7 @@ impl Session {
                         "SSH connected"
                     );
                     return Ok(Session {
-                        handle,
+                        handle: tokio::sync::RwLock::new(handle),
                         target: target.clone(),
                         connected_after,
                         attempts,
@@ -455,15 +502,8 @@ impl Session {
     ) -> Result<u32, SshError> {
         tracing::debug!(node = %self.target.node, command, "exec");
         let node = &self.target.node;
-        let channel_err = |source| SshError::Channel {
-            node: node.clone(),
-            source: Box::new(source),
-        };
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(channel_err)?;
+        let channel_err = |source| self.channel_err(source);
+        let channel = self.open_channel().await?;
         channel.exec(true, command).await.map_err(channel_err)?;
         let (mut reader, writer) = channel.split();
 
@@ -535,6 +575,9 @@ impl Session {
     /// the path holds the old file or the new one, never a torn one; it is
     /// never readable by others while being written.
     pub async fn upload(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), SshError> {
+        if self.target.os == Os::Windows {
+            return self.upload_windows(path, bytes, mode).await;
+        }
         let tmp = format!("{path}.devcluster-upload");
         let dir = match path.rsplit_once('/') {
             Some(("", _)) => "/",
@@ -562,9 +605,137 @@ impl Session {
         Ok(())
     }
 
+    fn channel_err(&self, source: russh::Error) -> SshError {
+        SshError::Channel {
+            node: self.target.node.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A new session channel on the current connection.
+    async fn open_channel(&self) -> Result<russh::Channel<client::Msg>, SshError> {
+        self.handle
+            .read()
+            .await
+            .channel_open_session()
+            .await
+            .map_err(|source| self.channel_err(source))
+    }
+
+    /// Opens an SFTP session on a new channel.
+    async fn sftp(
+        &self,
+        path: &str,
+    ) -> Result<super::sftp::Sftp<russh::ChannelStream<client::Msg>>, SshError> {
+        let node = &self.target.node;
+        let channel = self.open_channel().await?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|source| self.channel_err(source))?;
+        super::sftp::Sftp::init(channel.into_stream())
+            .await
+            .map_err(|source| SshError::Sftp {
+                node: node.clone(),
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// Writes `bytes` over SFTP to the SFTP path `path` (its parents made),
+    /// as the login user. Windows uploads go through this; tests use it
+    /// against OpenSSH's own sftp-server.
+    pub async fn sftp_write(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), SshError> {
+        let err = |source| SshError::Sftp {
+            node: self.target.node.clone(),
+            path: path.to_string(),
+            source,
+        };
+        let mut sftp = self.sftp(path).await?;
+        sftp.mkdir_parents(path).await.map_err(err)?;
+        sftp.write_file(path, bytes, mode).await.map_err(err)?;
+        sftp.finish().await.map_err(err)
+    }
+
+    /// A Windows upload: the private directory made (Administrators and
+    /// SYSTEM only), the bytes written there over SFTP, then moved to
+    /// `path` by PowerShell. A file whose mode lets others read it takes
+    /// its new directory's permissions; any other keeps the private ones.
+    async fn upload_windows(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), SshError> {
+        let part = format!(
+            "{WINDOWS_UPLOAD_DIR}\\{}.part",
+            super::script_sha256(&format!("{path}\0{}", super::log::timestamp()))
+        );
+        let out = self
+            .exec_collect(&windows_private_dirs_command(), None)
+            .await?;
+        self.check_upload(path, out)?;
+        self.sftp_write(&super::sftp::windows_sftp_path(&part), bytes, mode)
+            .await?;
+        let out = self
+            .exec_collect(&windows_move_command(&part, path, mode), None)
+            .await?;
+        self.check_upload(path, out)
+    }
+
+    fn check_upload(&self, path: &str, out: Output) -> Result<(), SshError> {
+        if out.code == 0 {
+            return Ok(());
+        }
+        Err(SshError::Upload {
+            node: self.target.node.clone(),
+            path: path.to_string(),
+            code: out.code,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+
+    /// Reboots the node and reconnects once it reports a new boot (within
+    /// `timeout`), with the same pinned host key. The old connection's
+    /// drop during the restart is expected and ignored.
+    pub async fn reboot(&self, timeout: Duration) -> Result<(), SshError> {
+        let start = Instant::now();
+        let before = self
+            .exec_collect(&boot_id_command(self.target.os), None)
+            .await?;
+        let before = String::from_utf8_lossy(&before.stdout).trim().to_string();
+        let restart = reboot_command(&self.target);
+        // The connection may die with the node instead of answering.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(30), self.exec_collect(&restart, None)).await;
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(SshError::Reboot {
+                    node: self.target.node.clone(),
+                    waited: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(5).min(left)).await;
+            let Ok(fresh) = Session::connect(&self.target, left).await else {
+                continue;
+            };
+            let now = fresh
+                .exec_collect(&boot_id_command(self.target.os), None)
+                .await;
+            match now {
+                Ok(o) if o.code == 0 && String::from_utf8_lossy(&o.stdout).trim() != before => {
+                    let Session { handle, .. } = fresh;
+                    *self.handle.write().await = handle.into_inner();
+                    tracing::info!(node = %self.target.node, "back after reboot in {:.1?}", start.elapsed());
+                    return Ok(());
+                }
+                _ => {
+                    let _ = fresh.close().await;
+                }
+            }
+        }
+    }
+
     /// Closes the connection politely.
     pub async fn close(self) -> Result<(), SshError> {
         self.handle
+            .into_inner()
             .disconnect(Disconnect::ByApplication, "", "en")
             .await
             .map_err(|source| SshError::Channel {
@@ -580,6 +751,60 @@ pub struct Output {
     pub code: u32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+}
+
+/// The PowerShell (as an exec string) that makes devcluster's directories
+/// on a Windows node and keeps them to Administrators and SYSTEM.
+pub fn windows_private_dirs_command() -> String {
+    use super::remote::{pwsh_exec_string, pwsh_quote};
+    pwsh_exec_string(&format!(
+        "foreach ($d in @({dir}, {steps}, {upload})) {{ New-Item -ItemType Directory -Force -Path $d | Out-Null }}\n\
+         & icacls.exe {dir} /inheritance:r /grant:r '*S-1-5-32-544:(OI)(CI)F' /grant:r '*S-1-5-18:(OI)(CI)F' | Out-Null\n\
+         if ($LASTEXITCODE -ne 0) {{ exit $LASTEXITCODE }}",
+        dir = pwsh_quote(WINDOWS_DIR),
+        steps = pwsh_quote(WINDOWS_STEP_DIR),
+        upload = pwsh_quote(WINDOWS_UPLOAD_DIR),
+    ))
+}
+
+/// The PowerShell (as an exec string) that moves an uploaded part to its
+/// place; a mode readable by others resets its permissions to those
+/// inherited there.
+pub fn windows_move_command(part: &str, path: &str, mode: u32) -> String {
+    use super::remote::{pwsh_exec_string, pwsh_quote};
+    let (dir, _) = path.rsplit_once(['\\', '/']).unwrap_or((path, ""));
+    let mut script = format!(
+        "New-Item -ItemType Directory -Force -Path {dir} | Out-Null\n\
+         Move-Item -LiteralPath {part} -Destination {path} -Force",
+        dir = pwsh_quote(dir),
+        part = pwsh_quote(part),
+        path = pwsh_quote(path),
+    );
+    if mode & 0o044 != 0 {
+        script.push_str(&format!(
+            "\n& icacls.exe {} /reset | Out-Null\nif ($LASTEXITCODE -ne 0) {{ exit $LASTEXITCODE }}",
+            pwsh_quote(path)
+        ));
+    }
+    pwsh_exec_string(&script)
+}
+
+/// A command that prints something that changes at every boot.
+pub fn boot_id_command(os: Os) -> String {
+    match os {
+        Os::Linux => "cat /proc/sys/kernel/random/boot_id".into(),
+        Os::Windows => super::remote::pwsh_exec_string(
+            "(Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')",
+        ),
+    }
+}
+
+/// A command that reboots the node at once.
+pub fn reboot_command(target: &SshTarget) -> String {
+    match target.os {
+        Os::Linux => target.privileged("systemctl reboot"),
+        Os::Windows => super::remote::pwsh_exec_string("Restart-Computer -Force"),
+    }
 }
 
 /// Waits until the node answers SSH with its pinned host key and accepts
@@ -682,29 +907,9 @@ fn signal_name(sig: &Sig) -> String {
     .to_string()
 }
 
-/// `s` as one word for a POSIX shell: unchanged when it is made of safe
-/// characters only, else in single quotes.
-pub fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("/var/lib/x.sh"), "/var/lib/x.sh");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
-    }
 
     #[test]
     fn ipv6_addresses_get_brackets() {
@@ -720,6 +925,7 @@ mod tests {
             client_key: key,
             sudo: false,
             step_dir: "/tmp".into(),
+            os: Os::Linux,
         };
         assert_eq!(t.addr(), "[::1]:2222");
         t.host = "10.0.0.1".into();

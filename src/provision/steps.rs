@@ -20,12 +20,21 @@ pub const TEST_FAIL_STEP_ENV: &str = "DEVCLUSTER_TEST_FAIL_STEP";
 /// `provisioners/linux/prepare-os.sh`.
 pub const PREPARE_OS_SCRIPT: &str = include_str!("../../provisioners/linux/prepare-os.sh");
 
+/// `provisioners/windows/prepare-os.ps1`.
+pub const PREPARE_OS_WINDOWS_SCRIPT: &str =
+    include_str!("../../provisioners/windows/prepare-os.ps1");
+
 pub const PREPARE_OS: &str = "prepare-os";
 
 /// Hostname, `/etc/hosts`, swap off, kernel modules, sysctls and time sync
-/// of a Linux node (see the script's header).
+/// of a Linux node; the computer name, the hosts file and time sync of a
+/// Windows node (see each script's header).
 pub fn prepare_os(plan: &Plan, node: &NodePlan) -> Step {
-    Step::new(PREPARE_OS, PREPARE_OS_SCRIPT)
+    let script = match node.os {
+        Os::Linux => PREPARE_OS_SCRIPT,
+        Os::Windows => PREPARE_OS_WINDOWS_SCRIPT,
+    };
+    Step::new(PREPARE_OS, script)
         .env("NODE_NAME", &node.name)
         .env("CLUSTER_HOSTS", cluster_hosts(plan))
 }
@@ -196,6 +205,18 @@ mod tests {
             ]
         );
         assert_eq!(hosts.len(), 3);
+    }
+
+    #[test]
+    fn prepare_os_of_a_windows_node_is_powershell() {
+        let plan = plan();
+        let win = plan.nodes.iter().find(|n| n.os == Os::Windows).unwrap();
+        let step = prepare_os(&plan, win);
+        assert_eq!(step.script, PREPARE_OS_WINDOWS_SCRIPT);
+        assert_eq!(step.env[0], ("NODE_NAME".to_string(), win.name.clone()));
+        assert!(step.script.contains("exit 3010"));
+        crate::test_support::assert_pwsh_parses("prepare-os.ps1", &step.script);
+        assert!(step.check().is_ok());
     }
 
     #[test]

@@ -18,6 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
+/// OpenSSH's SFTP server (Debian's path), the program Win32-OpenSSH ports
+/// as `sftp-server.exe`.
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
 pub struct Sshd {
     child: Child,
@@ -60,7 +63,8 @@ impl Sshd {
                  KbdInteractiveAuthentication no\n\
                  MaxStartups 100\n\
                  MaxSessions 100\n\
-                 LogLevel VERBOSE\n",
+                 LogLevel VERBOSE\n\
+                 Subsystem sftp {SFTP_SERVER}\n",
                 host_key = host_key.display(),
                 authorized = authorized.display(),
             ),
