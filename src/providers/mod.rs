@@ -7,8 +7,9 @@
 //!
 //! One folder per provider, each holding its own templates and scripts:
 //! `libvirt/` (Linux, `virt` crate; its XML rendering compiles on every
-//! host so it is tested everywhere). Hyper-V and VirtualBox are detected
-//! but not built yet: choosing them is an error that says so.
+//! host so it is tested everywhere), `virtualbox/` (every host with
+//! VirtualBox 7, through VBoxManage). Hyper-V is detected but not built
+//! yet: choosing it is an error that says so.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -23,6 +24,7 @@ use crate::plan::{Os, Plan};
 use crate::spec::{NetworkMode, ProviderKind};
 
 pub mod libvirt;
+pub mod virtualbox;
 
 /// What the provider says about itself on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -332,16 +334,7 @@ pub async fn detect(kind: ProviderKind, config: &ProviderConfig) -> Detection {
                 "use another provider".into()
             }),
         },
-        ProviderKind::Virtualbox => Detection {
-            kind,
-            usable: false,
-            detail: "the VirtualBox provider is not part of this devcluster build yet".into(),
-            fix: Some(if cfg!(target_os = "linux") {
-                "use --provider libvirt".into()
-            } else {
-                "use another provider".into()
-            }),
-        },
+        ProviderKind::Virtualbox => virtualbox::detect().await,
         ProviderKind::Auto => Detection {
             kind,
             usable: false,
@@ -409,6 +402,7 @@ pub async fn open(kind: ProviderKind, config: &ProviderConfig) -> Result<Box<dyn
     match kind {
         #[cfg(target_os = "linux")]
         ProviderKind::Libvirt => Ok(Box::new(libvirt::Libvirt::open(config).await?)),
+        ProviderKind::Virtualbox => Ok(Box::new(virtualbox::VirtualBox::open(config).await?)),
         other => {
             let d = detect(other, config).await;
             Err(ProviderError::Unusable {
