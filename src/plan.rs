@@ -151,10 +151,13 @@ impl AllowedSubnets {
 
     /// The /24s of the allowed ranges, at most 256 per range.
     fn subnets(&self) -> impl Iterator<Item = Cidr> + '_ {
-        self.ranges.iter().filter(|r| r.prefix() <= 24).flat_map(|r| {
-            let count = 1u32 << (24 - u32::from(r.prefix())).min(8);
-            (0..count).filter_map(move |i| r.nth(i * 256).map(|a| Cidr::containing(a, 24)))
-        })
+        self.ranges
+            .iter()
+            .filter(|r| r.prefix() <= 24)
+            .flat_map(|r| {
+                let count = 1u32 << (24 - u32::from(r.prefix())).min(8);
+                (0..count).filter_map(move |i| r.nth(i * 256).map(|a| Cidr::containing(a, 24)))
+            })
     }
 }
 

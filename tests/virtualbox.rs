@@ -73,7 +73,10 @@ impl Host {
     }
 
     fn count(&self, prefix: &str) -> usize {
-        self.calls().iter().filter(|c| c.starts_with(prefix)).count()
+        self.calls()
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
     }
 
     /// Injects `fixture` as stderr (and `code` as exit code) for the next
@@ -271,7 +274,9 @@ fn locked_and_not_ready_are_retried_then_reported() {
     let p = h.provider(NetKind::Interface);
     rt().block_on(async {
         p.ensure_network(&net()).await.unwrap();
-        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux)).await.unwrap();
+        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux))
+            .await
+            .unwrap();
         h.fault("startvm vbdev-cp", "error-locked.txt", 2, 1);
         h.fault("showvminfo vbdev-cp", "error-not-ready.txt", 1, 1);
         p.start("vbdev-cp").await.unwrap();
@@ -295,7 +300,9 @@ fn an_error_on_stderr_fails_even_with_exit_0() {
     let p = h.provider(NetKind::Interface);
     rt().block_on(async {
         p.ensure_network(&net()).await.unwrap();
-        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux)).await.unwrap();
+        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux))
+            .await
+            .unwrap();
         h.fault("startvm vbdev-cp", "error-vtx-exit0.txt", 1, 0);
         let err = p.start("vbdev-cp").await.unwrap_err();
         let chain = devcluster::error::one_line(&err);
@@ -312,7 +319,9 @@ fn a_guest_ignoring_acpi_is_powered_off_after_the_timeout() {
     let p = h.provider(NetKind::Interface);
     rt().block_on(async {
         p.ensure_network(&net()).await.unwrap();
-        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux)).await.unwrap();
+        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux))
+            .await
+            .unwrap();
         p.start("vbdev-cp").await.unwrap();
         std::fs::write(h.state().join("ignore-acpi"), "").unwrap();
         let r = p
@@ -327,7 +336,9 @@ fn a_guest_ignoring_acpi_is_powered_off_after_the_timeout() {
         p.start("vbdev-cp").await.unwrap();
         p.suspend("vbdev-cp").await.unwrap();
         assert_eq!(
-            p.shutdown("vbdev-cp", Duration::from_millis(200)).await.unwrap(),
+            p.shutdown("vbdev-cp", Duration::from_millis(200))
+                .await
+                .unwrap(),
             Shutdown::Forced
         );
         assert_eq!(h.count("discardstate vbdev-cp"), 1);
@@ -359,7 +370,12 @@ fn a_creation_cut_short_is_made_again_and_any_state_is_deleted() {
             base: other,
             ..h.vm("vbdev-w1", 0x15, Os::Linux)
         };
-        h.fault("snapshot devcluster-base-ubuntu-24.04-cdcd", "error-not-ready.txt", 9, 1);
+        h.fault(
+            "snapshot devcluster-base-ubuntu-24.04-cdcd",
+            "error-not-ready.txt",
+            9,
+            1,
+        );
         assert!(p.create_node(&w1).await.is_err());
         p.create_node(&w1).await.unwrap();
         assert_eq!(h.count("unregistervm devcluster-base-ubuntu-24.04-cdcd"), 1);
@@ -460,7 +476,8 @@ fn dry_run_plans_an_allowed_subnet_and_touches_nothing() {
         .run()
         .status(0);
     let plan = run.json();
-    let subnet: devcluster::net::Cidr = plan["network"]["subnet"].as_str().unwrap().parse().unwrap();
+    let subnet: devcluster::net::Cidr =
+        plan["network"]["subnet"].as_str().unwrap().parse().unwrap();
     let allowed: devcluster::net::Cidr = "192.168.56.0/21".parse().unwrap();
     assert!(
         allowed.contains(subnet.addr()) && subnet.prefix() == 24,
@@ -471,7 +488,11 @@ fn dry_run_plans_an_allowed_subnet_and_touches_nothing() {
         let ip: std::net::Ipv4Addr = n["ip"].as_str().unwrap().parse().unwrap();
         assert!(subnet.contains(ip));
     }
-    assert!(files_under(&t.home()).is_empty(), "{:?}", files_under(&t.home()));
+    assert!(
+        files_under(&t.home()).is_empty(),
+        "{:?}",
+        files_under(&t.home())
+    );
     assert!(!h.state().join("calls.log").exists(), "VBoxManage ran");
     // A pinned node_cidr outside the allowed range: the exact line to add.
     let mut t = Test::new();

@@ -158,7 +158,12 @@ pub async fn detect() -> Detection {
         return unusable("VBoxManage not found (PATH, VirtualBox's install folder)".into());
     };
     let runner = Runner::new(&program);
-    let check = networks::version_check(version_output(&runner).await.as_deref().map_err(|e| e.clone()));
+    let check = networks::version_check(
+        version_output(&runner)
+            .await
+            .as_deref()
+            .map_err(|e| e.clone()),
+    );
     match check.status {
         crate::doctor::Status::Ok => Detection {
             kind: ProviderKind::Virtualbox,
@@ -267,7 +272,10 @@ impl VirtualBox {
             message: "VBoxManage not found".into(),
             fix: Some(networks::install_hint()),
         })?;
-        Ok(Self::with_runner(Runner::new(program), NetKind::for_this_host()))
+        Ok(Self::with_runner(
+            Runner::new(program),
+            NetKind::for_this_host(),
+        ))
     }
 
     /// A provider on `runner` (tests: a stand-in VBoxManage).
@@ -477,7 +485,9 @@ impl VirtualBox {
                 match self.vbm(name, &["controlvm", name, "poweroff"]).await {
                     Ok(_) => {}
                     Err(e) if matches!(e.kind(), ErrorKind::InvalidState) => {}
-                    Err(e) => return Err(ProviderError::op("powering off", format!("VM {name}"), e)),
+                    Err(e) => {
+                        return Err(ProviderError::op("powering off", format!("VM {name}"), e));
+                    }
                 }
             }
             MachineState::Saved => {
@@ -534,7 +544,10 @@ fn vm_dir(info: &MachineInfo) -> Result<PathBuf> {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .ok_or_else(|| {
-            ProviderError::Invalid(format!("VirtualBox did not say where VM {} lives", info.name))
+            ProviderError::Invalid(format!(
+                "VirtualBox did not say where VM {} lives",
+                info.name
+            ))
         })
 }
 
@@ -576,12 +589,12 @@ pub fn modifyvm_args(vm: &VmSpec, network: &str, net_kind: NetKind) -> Vec<Strin
         "on".into(),
     ];
     match net_kind {
-        NetKind::Interface => a.extend(
-            ["--nic2", "hostonly", "--hostonlyadapter2", network].map(String::from),
-        ),
-        NetKind::Network => a.extend(
-            ["--nic2", "hostonlynet", "--host-only-net2", network].map(String::from),
-        ),
+        NetKind::Interface => {
+            a.extend(["--nic2", "hostonly", "--hostonlyadapter2", network].map(String::from))
+        }
+        NetKind::Network => {
+            a.extend(["--nic2", "hostonlynet", "--host-only-net2", network].map(String::from))
+        }
     }
     a.extend([
         "--nictype2".into(),
@@ -772,7 +785,13 @@ impl Provider for VirtualBox {
         match r {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(ProviderError::op("removing", format!("host-only {name}"), e)),
+            Err(e) => {
+                return Err(ProviderError::op(
+                    "removing",
+                    format!("host-only {name}"),
+                    e,
+                ));
+            }
         }
         if self.net_kind == NetKind::Interface {
             // Without a value, setextradata deletes the key.
@@ -826,14 +845,23 @@ impl Provider for VirtualBox {
         )
         .await
         .map_err(op("cloning", format!("VM {name} from {base}")))?;
-        self.vbm(name, &["guestproperty", "set", name, PROP_CLUSTER, &vm.cluster])
-            .await
-            .map_err(op("tagging", format!("VM {name}")))?;
+        self.vbm(
+            name,
+            &["guestproperty", "set", name, PROP_CLUSTER, &vm.cluster],
+        )
+        .await
+        .map_err(op("tagging", format!("VM {name}")))?;
         let info = self.existing(name).await?;
         let dir = vm_dir(&info)?;
         let seed = dir.join(SEED_FILE);
         crate::fsutil::atomic_write(&seed, &vm.seed_iso, crate::fsutil::Access::Private).map_err(
-            |e| ProviderError::op("writing", format!("the seed of {name} ({})", seed.display()), e),
+            |e| {
+                ProviderError::op(
+                    "writing",
+                    format!("the seed of {name} ({})", seed.display()),
+                    e,
+                )
+            },
         )?;
         let args = modifyvm_args(vm, &network, self.net_kind);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -904,7 +932,10 @@ impl Provider for VirtualBox {
                 return Ok(Shutdown::Forced);
             }
             MachineState::Running => {
-                match self.vbm(name, &["controlvm", name, "acpipowerbutton"]).await {
+                match self
+                    .vbm(name, &["controlvm", name, "acpipowerbutton"])
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if e.kind() == ErrorKind::InvalidState => {}
                     Err(e) => {
@@ -962,7 +993,7 @@ impl Provider for VirtualBox {
         let mut out = Vec::new();
         for (name, uuid) in vboxmanage::parse_list_vms(&list) {
             if let Some(info) = self.info(&uuid).await?
-                && info.groups.iter().any(|g| *g == group)
+                && info.groups.contains(&group)
             {
                 out.push(name);
             }
@@ -988,7 +1019,10 @@ mod tests {
     /// without networks.conf.
     fn vbox_plan() -> Plan {
         let layer = Layer {
-            provider: Some(Val::new(ProviderKind::Virtualbox, Origin::Flag("--provider"))),
+            provider: Some(Val::new(
+                ProviderKind::Virtualbox,
+                Origin::Flag("--provider"),
+            )),
             workers: Some(Val::new(2, Origin::Flag("--workers"))),
             windows_workers: Some(Val::new(1, Origin::Flag("--windows-workers"))),
             ..Layer::default()
@@ -1024,24 +1058,36 @@ mod tests {
                 "ssh-ed25519 AAAATESTHOST root@node",
             );
             let files = crate::seed::linux_seed_files_two_nics(&seed, &nat_mac(&node.mac)).unwrap();
-            let net = &files.iter().find(|(n, _)| *n == "network-config").unwrap().1;
+            let net = &files
+                .iter()
+                .find(|(n, _)| *n == "network-config")
+                .unwrap()
+                .1;
             let doc: serde_norway::Value = serde_norway::from_str(net).unwrap();
             let nat = &doc["ethernets"]["nat0"];
-            assert_eq!(nat["match"]["macaddress"].as_str(), Some(nat_mac(&node.mac).as_str()));
+            assert_eq!(
+                nat["match"]["macaddress"].as_str(),
+                Some(nat_mac(&node.mac).as_str())
+            );
             assert_eq!(nat["dhcp4"].as_bool(), Some(true));
             let c = &doc["ethernets"]["cluster0"];
             assert_eq!(c["match"]["macaddress"].as_str(), Some(node.mac.as_str()));
             assert_eq!(c["set-name"].as_str(), Some("cluster0"));
             assert_eq!(c["dhcp4"].as_bool(), Some(false));
-            assert_eq!(c["addresses"][0].as_str(), Some(format!("{}/24", node.ip).as_str()));
+            assert_eq!(
+                c["addresses"][0].as_str(),
+                Some(format!("{}/24", node.ip).as_str())
+            );
             // The host-only network has no route out: no gateway there.
-            assert!(c.get("gateway4").is_none() && c.get("routes").is_none(), "{net}");
+            assert!(
+                c.get("gateway4").is_none() && c.get("routes").is_none(),
+                "{net}"
+            );
             assert_ne!(nat_mac(&node.mac), node.mac);
             let kubeadm = if node.role == crate::plan::Role::ControlPlane {
                 crate::kube::kubeadm::init_config_with(&plan, node, &token, version).unwrap()
             } else {
-                crate::kube::kubeadm::join_config_with(&plan, node, &token, &hash, version)
-                    .unwrap()
+                crate::kube::kubeadm::join_config_with(&plan, node, &token, &hash, version).unwrap()
             };
             let text = kubeadm.expose();
             assert!(text.contains(&node.ip.to_string()), "{text}");
@@ -1053,7 +1099,13 @@ mod tests {
             assert!(iso.windows(net.len()).any(|w| w == net.as_bytes()));
         }
         let cp = plan.control_plane();
-        let seed = crate::seed::seed_inputs_for(&plan, cp, "ssh-ed25519 AAAATEST user@host", "k\n", "ssh-ed25519 AAAATESTHOST root@node");
+        let seed = crate::seed::seed_inputs_for(
+            &plan,
+            cp,
+            "ssh-ed25519 AAAATEST user@host",
+            "k\n",
+            "ssh-ed25519 AAAATESTHOST root@node",
+        );
         insta::assert_snapshot!(
             "two_nic_network_config",
             crate::seed::cloud_init::network_config_two_nics(&seed, &nat_mac(&cp.mac)).unwrap()
@@ -1089,14 +1141,29 @@ mod tests {
         };
         let a = modifyvm_args(&vm, "vboxnet2", NetKind::Interface).join(" ");
         assert!(a.contains("--nic1 nat"), "{a}");
-        assert!(a.contains("--nic2 hostonly --hostonlyadapter2 vboxnet2"), "{a}");
-        assert!(a.contains(&format!("--macaddress2 {}", vboxmanage::mac_to_vbox(&node.mac))));
+        assert!(
+            a.contains("--nic2 hostonly --hostonlyadapter2 vboxnet2"),
+            "{a}"
+        );
+        assert!(a.contains(&format!(
+            "--macaddress2 {}",
+            vboxmanage::mac_to_vbox(&node.mac)
+        )));
         assert!(a.contains("--firmware efi") && a.contains("--rtcuseutc on"));
         let a = modifyvm_args(&vm, "devcluster-dev", NetKind::Network).join(" ");
-        assert!(a.contains("--nic2 hostonlynet --host-only-net2 devcluster-dev"), "{a}");
-        let win = VmSpec { os: Os::Windows, ..vm };
+        assert!(
+            a.contains("--nic2 hostonlynet --host-only-net2 devcluster-dev"),
+            "{a}"
+        );
+        let win = VmSpec {
+            os: Os::Windows,
+            ..vm
+        };
         let a = modifyvm_args(&win, "vboxnet2", NetKind::Interface).join(" ");
-        assert!(a.contains("--ostype Windows2022_64") && a.contains("--rtcuseutc off"), "{a}");
+        assert!(
+            a.contains("--ostype Windows2022_64") && a.contains("--rtcuseutc off"),
+            "{a}"
+        );
     }
 
     #[test]
@@ -1111,6 +1178,9 @@ mod tests {
             firmware: crate::providers::Firmware::Uefi,
             secure_boot: false,
         };
-        assert_eq!(base_vm_name(&base), "devcluster-base-ubuntu-24.04-0123456789ab");
+        assert_eq!(
+            base_vm_name(&base),
+            "devcluster-base-ubuntu-24.04-0123456789ab"
+        );
     }
 }

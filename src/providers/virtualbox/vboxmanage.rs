@@ -282,10 +282,15 @@ impl MachineState {
             "paused" => MachineState::Paused,
             "saved" => MachineState::Saved,
             "aborted" | "aborted-saved" => MachineState::Aborted,
-            "starting" | "stopping" | "saving" | "restoring" | "settingup" | "livesnapshotting"
-            | "deletingsnapshot" | "deletingsnapshotlive" | "teleporting" => {
-                MachineState::Transient
-            }
+            "starting"
+            | "stopping"
+            | "saving"
+            | "restoring"
+            | "settingup"
+            | "livesnapshotting"
+            | "deletingsnapshot"
+            | "deletingsnapshotlive"
+            | "teleporting" => MachineState::Transient,
             _ => MachineState::Unknown,
         }
     }
@@ -476,7 +481,11 @@ pub fn parse_created_interface(text: &str) -> Option<String> {
 /// `getextradata` / `guestproperty get`: `Value: x`, or `No value set!`.
 pub fn parse_value(text: &str) -> Option<String> {
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("Value:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Value:")
+                .map(|v| v.trim().to_string())
+        })
         .filter(|v| !v.is_empty())
 }
 
@@ -535,7 +544,7 @@ mod tests {
             info.disk_uuid.as_deref(),
             Some("5c0ab1f2-6f1e-4c8e-9a43-2d3b0f6b7e10")
         );
-        assert!(info.cfg_file.unwrap().ends_with("dev-cp.vbox"));
+        assert!(info.cfg_file.as_ref().unwrap().ends_with("dev-cp.vbox"));
         assert_eq!(info.host_only_networks().collect::<Vec<_>>(), ["vboxnet1"]);
     }
 
@@ -586,7 +595,10 @@ mod tests {
         assert_eq!(parse_version("7.0.14r161095\n"), Some((7, 0, 14)));
         assert_eq!(parse_version("6.1.50_Ubuntur161033\n"), Some((6, 1, 50)));
         assert_eq!(parse_version("garbage"), None);
-        assert_eq!(parse_capacity_mib("Capacity:       3584 MBytes\n"), Some(3584));
+        assert_eq!(
+            parse_capacity_mib("Capacity:       3584 MBytes\n"),
+            Some(3584)
+        );
         assert_eq!(mac_to_vbox("02:aa:bb:cc:00:0a"), "02AABBCC000A");
         assert_eq!(
             mac_from_vbox("080027BB1475").as_deref(),
