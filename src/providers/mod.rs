@@ -7,9 +7,10 @@
 //!
 //! One folder per provider, each holding its own templates and scripts:
 //! `libvirt/` (Linux, `virt` crate; its XML rendering compiles on every
-//! host so it is tested everywhere), `virtualbox/` (every host with
-//! VirtualBox 7, through VBoxManage). Hyper-V is detected but not built
-//! yet: choosing it is an error that says so.
+//! host so it is tested everywhere), `hyperv/` (PowerShell scripts, run
+//! wherever `powershell.exe` is; its logic compiles and is tested on every
+//! host against a stand-in), `virtualbox/` (VBoxManage, on every host with
+//! VirtualBox 7; tested against a stand-in VBoxManage).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -23,6 +24,7 @@ use crate::net::Cidr;
 use crate::plan::{Os, Plan};
 use crate::spec::{NetworkMode, ProviderKind};
 
+pub mod hyperv;
 pub mod libvirt;
 pub mod virtualbox;
 
@@ -213,6 +215,9 @@ impl ProviderError {
             ProviderError::Unusable { fix, .. } | ProviderError::NoneUsable { fix, .. } => {
                 fix.clone()
             }
+            ProviderError::Op { source, .. } => source
+                .downcast_ref::<hyperv::HypervError>()
+                .and_then(hyperv::HypervError::hint),
             _ => None,
         }
     }
@@ -320,20 +325,7 @@ pub fn auto_order() -> &'static [ProviderKind] {
 pub async fn detect(kind: ProviderKind, config: &ProviderConfig) -> Detection {
     match kind {
         ProviderKind::Libvirt => detect_libvirt(config).await,
-        ProviderKind::Hyperv => Detection {
-            kind,
-            usable: false,
-            detail: if cfg!(windows) {
-                "the Hyper-V provider is not part of this devcluster build yet".into()
-            } else {
-                "Hyper-V runs only on Windows hosts".into()
-            },
-            fix: Some(if cfg!(target_os = "linux") {
-                "use --provider libvirt".into()
-            } else {
-                "use another provider".into()
-            }),
-        },
+        ProviderKind::Hyperv => detect_hyperv().await,
         ProviderKind::Virtualbox => virtualbox::detect().await,
         ProviderKind::Auto => Detection {
             kind,
@@ -342,6 +334,25 @@ pub async fn detect(kind: ProviderKind, config: &ProviderConfig) -> Detection {
             fix: None,
         },
     }
+}
+
+/// Hyper-V is asked through PowerShell on Windows, or wherever
+/// `DEVCLUSTER_POWERSHELL` names a PowerShell (the tests' stand-in).
+async fn detect_hyperv() -> Detection {
+    let configured = std::env::var_os(hyperv::runner::PROGRAM_ENV).is_some_and(|p| !p.is_empty());
+    if !cfg!(windows) && !configured {
+        return Detection {
+            kind: ProviderKind::Hyperv,
+            usable: false,
+            detail: "Hyper-V runs only on Windows hosts".into(),
+            fix: Some(if cfg!(target_os = "linux") {
+                "use --provider libvirt".into()
+            } else {
+                "use another provider".into()
+            }),
+        };
+    }
+    hyperv::detect(&hyperv::PowerShell::from_env()).await
 }
 
 #[cfg(target_os = "linux")]
@@ -402,6 +413,7 @@ pub async fn open(kind: ProviderKind, config: &ProviderConfig) -> Result<Box<dyn
     match kind {
         #[cfg(target_os = "linux")]
         ProviderKind::Libvirt => Ok(Box::new(libvirt::Libvirt::open(config).await?)),
+        ProviderKind::Hyperv => Ok(Box::new(hyperv::HyperV::open(config).await?)),
         ProviderKind::Virtualbox => Ok(Box::new(virtualbox::VirtualBox::open(config).await?)),
         other => {
             let d = detect(other, config).await;
