@@ -506,3 +506,17 @@ fn dry_run_plans_an_allowed_subnet_and_touches_nothing() {
     .stderr_has("outside the ranges VirtualBox allows")
     .stderr_has("`* 192.168.150.0/24` to /etc/vbox/networks.conf");
 }
+
+#[test]
+fn the_stand_in_passes_shellcheck() {
+    let shellcheck = common::require_tool("shellcheck");
+    let out = std::process::Command::new(shellcheck)
+        .arg(standin())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
