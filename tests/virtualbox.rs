@@ -139,6 +139,14 @@ fn net() -> NetworkSpec {
     }
 }
 
+/// The cluster network and the node `vbdev-cp`, created.
+async fn with_control_plane(h: &Host, p: &VirtualBox) {
+    p.ensure_network(&net()).await.unwrap();
+    p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux))
+        .await
+        .unwrap();
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -273,10 +281,7 @@ fn locked_and_not_ready_are_retried_then_reported() {
     let h = Host::new();
     let p = h.provider(NetKind::Interface);
     rt().block_on(async {
-        p.ensure_network(&net()).await.unwrap();
-        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux))
-            .await
-            .unwrap();
+        with_control_plane(&h, &p).await;
         h.fault("startvm vbdev-cp", "error-locked.txt", 2, 1);
         h.fault("showvminfo vbdev-cp", "error-not-ready.txt", 1, 1);
         p.start("vbdev-cp").await.unwrap();
@@ -299,10 +304,7 @@ fn an_error_on_stderr_fails_even_with_exit_0() {
     let h = Host::new();
     let p = h.provider(NetKind::Interface);
     rt().block_on(async {
-        p.ensure_network(&net()).await.unwrap();
-        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux))
-            .await
-            .unwrap();
+        with_control_plane(&h, &p).await;
         h.fault("startvm vbdev-cp", "error-vtx-exit0.txt", 1, 0);
         let err = p.start("vbdev-cp").await.unwrap_err();
         let chain = devcluster::error::one_line(&err);
@@ -318,10 +320,7 @@ fn a_guest_ignoring_acpi_is_powered_off_after_the_timeout() {
     let h = Host::new();
     let p = h.provider(NetKind::Interface);
     rt().block_on(async {
-        p.ensure_network(&net()).await.unwrap();
-        p.create_node(&h.vm("vbdev-cp", 0x0a, Os::Linux))
-            .await
-            .unwrap();
+        with_control_plane(&h, &p).await;
         p.start("vbdev-cp").await.unwrap();
         std::fs::write(h.state().join("ignore-acpi"), "").unwrap();
         let r = p
