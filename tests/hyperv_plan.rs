@@ -135,3 +135,116 @@ fn hyperv_refuses_a_node_cidr_outside_the_nat_prefix() {
     );
     assert!(run.stderr.contains("hint:"), "{}", run.stderr);
 }
+
+// ---- destroy through the binary, against the replaying stand-in ----------
+
+fn hyperv_cluster(t: &Test, name: &str) {
+    use devcluster::spec::{Layer, Origin, ProviderKind, Val};
+    let layer = Layer {
+        workers: Some(Val::new(1, Origin::Flag("--workers"))),
+        provider: Some(Val::new(ProviderKind::Hyperv, Origin::Flag("--provider"))),
+        ..Layer::default()
+    };
+    let spec =
+        devcluster::spec::resolve(Val::new(name.into(), Origin::Flag("--cluster")), layer).unwrap();
+    let plan = devcluster::plan::plan(&spec, &Default::default()).unwrap();
+    let mut st = devcluster::state::ClusterState::new(plan);
+    for n in st.nodes.values_mut() {
+        n.phase = devcluster::state::NodePhase::Created;
+    }
+    devcluster::state::save(&t.dirs(), &st).unwrap();
+}
+
+/// A replay directory with `replies` (operation, fixture) queued in order.
+fn replay(replies: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hyperv");
+    std::fs::create_dir(dir.path().join("replies")).unwrap();
+    for (i, (op, fixture)) in replies.iter().enumerate() {
+        std::fs::copy(
+            fixtures.join("replies").join(format!("{fixture}.txt")),
+            dir.path()
+                .join("replies")
+                .join(format!("{:02}-{op}.txt", i + 1)),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn standin() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/hyperv/powershell-standin.sh")
+        .display()
+        .to_string()
+}
+
+#[cfg(unix)]
+#[test]
+fn destroy_removes_a_hyperv_cluster_through_powershell() {
+    let mut t = Test::new();
+    hyperv_cluster(&t, "hv1");
+    let r = replay(&[
+        ("detect", "detect-ready"),
+        ("cluster_vms", "cluster-vms"),
+        ("storage_root", "storage-root"),
+        ("delete_vm", "delete-removed"),
+        ("delete_vm", "delete-partial"),
+        ("remove_storage", "remove-storage"),
+        ("remove_network", "remove-network-removed"),
+    ]);
+    let run = t
+        .env("DEVCLUSTER_POWERSHELL", &standin())
+        .env("HYPERV_REPLAY_DIR", &r.path().display().to_string())
+        .args(&["--cluster", "hv1", "destroy", "--yes"])
+        .run()
+        .status(0);
+    assert!(
+        run.stderr.contains("deleted VMs hv1-cp, hv1-w1"),
+        "{}",
+        run.stderr
+    );
+    assert!(devcluster::state::load(&t.dirs(), "hv1").unwrap().is_none());
+    let calls = std::fs::read_dir(r.path().join("calls"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "ps1")
+        })
+        .count();
+    assert_eq!(calls, 7);
+    let params = |n: u32| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(r.path().join(format!("calls/{n:02}.params.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(params(4)["name"], "hv1-cp");
+    assert_eq!(params(5)["name"], "hv1-w1");
+    assert_eq!(params(7)["cluster"], "hv1");
+}
+
+#[cfg(unix)]
+#[test]
+fn destroy_without_hyperv_permissions_keeps_the_state_and_says_how() {
+    let mut t = Test::new();
+    hyperv_cluster(&t, "hv2");
+    let r = replay(&[("detect", "detect-not-admin")]);
+    let run = t
+        .env("DEVCLUSTER_POWERSHELL", &standin())
+        .env("HYPERV_REPLAY_DIR", &r.path().display().to_string())
+        .args(&["--cluster", "hv2", "destroy", "--yes"])
+        .run()
+        .status(1);
+    assert!(
+        run.stderr
+            .contains("neither an administrator nor in Hyper-V Administrators"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("S-1-5-32-578"), "{}", run.stderr);
+    assert!(devcluster::state::load(&t.dirs(), "hv2").unwrap().is_some());
+}

@@ -21,8 +21,10 @@
 //! `MicrosoftWindows` for Windows, static memory, the planned static MAC
 //! with MAC address spoofing (pod networking), automatic checkpoints off,
 //! automatic stop action Save (a host reboot saves and the next start
-//! restores), time sync on, a differencing VHDX whose parent is the cached
-//! base disk, the seed ISO on a SCSI DVD. Everything of a node lives in
+//! restores), time sync on, a differencing VHDX whose parent is the base
+//! disk (copied once from the cache to `<VirtualMachinePath>\devcluster\
+//! bases\<sha256>.vhdx`: a parent must never move, and the cache may be
+//! pruned), the seed ISO on a SCSI DVD. Everything of a node lives in
 //! `<VirtualMachinePath>\devcluster\<node>`, and the VM's Notes carry
 //! `devcluster-cluster=<name>`, which is how `destroy` finds VMs without a
 //! state file.
@@ -258,6 +260,20 @@ pub async fn detect(ps: &PowerShell) -> Detection {
     }
 }
 
+/// Doctor's Hyper-V checks on this host: [`detect::checks`] of the facts,
+/// or one failed check saying why the facts could not be read.
+pub async fn host_checks(ps: &PowerShell) -> Vec<crate::doctor::Check> {
+    match facts(ps).await {
+        Ok(f) => detect::checks(&f),
+        Err(e) => vec![crate::doctor::Check::fail(
+            "hyperv.powershell",
+            crate::error::one_line(&e),
+            e.hint()
+                .unwrap_or_else(|| "run `powershell.exe -NoProfile -Command Get-Module -ListAvailable Hyper-V` to see what fails".into()),
+        )],
+    }
+}
+
 /// The recorded host facts `detect.ps1` gathers.
 pub async fn facts(ps: &PowerShell) -> Result<detect::Facts, HypervError> {
     let v = ps
@@ -324,16 +340,44 @@ impl HyperV {
         self.ps.run(op, &params).await
     }
 
+    /// Start-VM or Save-VM: done (or nothing to do), or no such VM.
+    async fn change_state(&self, op: Op, verb: &'static str, name: &str) -> Result<()> {
+        let e = |err| op_err(verb, name, err);
+        let v = self
+            .vm_op(op, name, json!({ "name": name }))
+            .await
+            .map_err(e)?;
+        match str_field(&v, "state").map_err(e)? {
+            "Absent" => Err(ProviderError::NoSuchVm(name.into())),
+            _ => Ok(()),
+        }
+    }
+
     /// The parameters of `create_vm.ps1` (everything but the seed's bytes,
     /// which go in a file).
-    pub fn create_params(vm: &VmSpec, node_dir: &str, seed_source: &str) -> Value {
+    pub fn create_params(vm: &VmSpec, root: &str, seed_source: &str) -> Value {
+        let node_dir = win_join(root, &vm.name);
+        let node_dir = node_dir.as_str();
+        // A golden disk is already in Hyper-V's storage; a base disk is
+        // copied there once, named by its sha256.
+        let (parent, parent_source) = match &vm.golden {
+            Some(g) => (g.clone(), None),
+            None => (
+                win_join(
+                    &win_join(root, "bases"),
+                    &format!("{}.vhdx", vm.base.sha256),
+                ),
+                Some(vm.base.path.display().to_string()),
+            ),
+        };
         json!({
             "name": vm.name,
             "tag": cluster_tag(&vm.cluster),
             "notes": notes(vm),
             "nodeDir": node_dir,
             "vhdPath": win_join(node_dir, &format!("{}.vhdx", vm.name)),
-            "parentPath": vm.golden.clone().unwrap_or_else(|| vm.base.path.display().to_string()),
+            "parentPath": parent,
+            "parentSource": parent_source,
             "seedSource": seed_source,
             "seedPath": win_join(node_dir, "seed.iso"),
             "switch": SWITCH_NAME,
@@ -473,9 +517,9 @@ impl Provider for HyperV {
 
     async fn create_node(&self, vm: &VmSpec) -> Result<()> {
         let e = |err| op_err("create VM", &vm.name, err);
-        let dir = self.node_dir(&vm.name).await.map_err(e)?;
+        let root = self.root().await.map_err(e)?.to_string();
         let seed = self.write_seed(vm)?;
-        let params = Self::create_params(vm, &dir, &seed.display().to_string());
+        let params = Self::create_params(vm, &root, &seed.display().to_string());
         let r = self.vm_op(Op::CreateVm, &vm.name, params).await;
         let _ = std::fs::remove_file(&seed);
         let v = r.map_err(e)?;
@@ -490,14 +534,7 @@ impl Provider for HyperV {
     }
 
     async fn start(&self, name: &str) -> Result<()> {
-        let v = self
-            .vm_op(Op::StartVm, name, json!({ "name": name }))
-            .await
-            .map_err(|err| op_err("start", name, err))?;
-        match str_field(&v, "state").map_err(|err| op_err("start", name, err))? {
-            "Absent" => Err(ProviderError::NoSuchVm(name.into())),
-            _ => Ok(()),
-        }
+        self.change_state(Op::StartVm, "start", name).await
     }
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown> {
@@ -519,14 +556,7 @@ impl Provider for HyperV {
     }
 
     async fn suspend(&self, name: &str) -> Result<()> {
-        let v = self
-            .vm_op(Op::SaveVm, name, json!({ "name": name }))
-            .await
-            .map_err(|err| op_err("save", name, err))?;
-        match str_field(&v, "state").map_err(|err| op_err("save", name, err))? {
-            "Absent" => Err(ProviderError::NoSuchVm(name.into())),
-            _ => Ok(()),
-        }
+        self.change_state(Op::SaveVm, "save", name).await
     }
 
     async fn resume(&self, name: &str) -> Result<()> {

@@ -111,20 +111,24 @@ pub fn encode_command(script: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The flags before the encoded script (Vagrant's: no logo, no profile,
+/// never a prompt, no execution policy in the way).
+pub const FLAGS: [&str; 6] = [
+    "-NoLogo",
+    "-NoProfile",
+    "-NonInteractive",
+    "-ExecutionPolicy",
+    "Bypass",
+    "-EncodedCommand",
+];
+
 /// The arguments after the program name.
 pub fn arguments(script: &str) -> Vec<OsString> {
-    [
-        "-NoLogo",
-        "-NoProfile",
-        "-NonInteractive",
-        "-ExecutionPolicy",
-        "Bypass",
-        "-EncodedCommand",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .chain([OsString::from(encode_command(script))])
-    .collect()
+    FLAGS
+        .into_iter()
+        .map(OsString::from)
+        .chain([OsString::from(encode_command(script))])
+        .collect()
 }
 
 /// The PowerShell program: `DEVCLUSTER_POWERSHELL`, else `powershell.exe`
@@ -328,18 +332,8 @@ mod tests {
         // same encoding).
         assert_eq!(encode_command("dir"), "ZABpAHIA");
         let args = arguments("Get-Date");
-        assert_eq!(
-            args[..6],
-            [
-                "-NoLogo",
-                "-NoProfile",
-                "-NonInteractive",
-                "-ExecutionPolicy",
-                "Bypass",
-                "-EncodedCommand"
-            ]
-            .map(OsString::from)
-        );
+        assert_eq!(args[..6], FLAGS.map(OsString::from));
+        assert_eq!(args[6], OsString::from(encode_command("Get-Date")));
     }
 
     #[test]

@@ -91,17 +91,8 @@ impl Replay {
             op.name()
         );
         let argv: Vec<String> = self.call(n, "argv").lines().map(String::from).collect();
-        assert_eq!(
-            argv[..6],
-            [
-                "-NoLogo",
-                "-NoProfile",
-                "-NonInteractive",
-                "-ExecutionPolicy",
-                "Bypass",
-                "-EncodedCommand"
-            ]
-        );
+        assert_eq!(argv[..6], runner::FLAGS);
+        assert_eq!(argv.len(), 7);
     }
 }
 
@@ -672,4 +663,16 @@ fn detect_through_the_stand_in() {
     let d = run(super::detect(&r.ps()));
     assert!(!d.usable);
     assert!(d.fix.unwrap().contains("ConstrainedLanguage"));
+
+    let r = Replay::new(&[(Op::Detect, "detect-ready"), (Op::Detect, "err-permission")]);
+    let checks = run(super::host_checks(&r.ps()));
+    assert_eq!(checks.len(), 5);
+    assert!(
+        checks.iter().all(|c| c.status == crate::doctor::Status::Ok),
+        "{checks:?}"
+    );
+    let checks = run(super::host_checks(&r.ps()));
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].name, "hyperv.powershell");
+    assert!(checks[0].fix.as_deref().unwrap().contains("S-1-5-32-578"));
 }

@@ -1,5 +1,5 @@
 # devcluster op: create_vm — a Generation 2 VM on a differencing VHDX of the
-# base (or golden) disk, the node's seed ISO on a SCSI DVD, the planned
+# base (copied once to <root>\bases\<sha256>.vhdx) or golden disk, the node's seed ISO on a SCSI DVD, the planned
 # static MAC with MAC address spoofing (pod networking), static memory,
 # automatic checkpoints off, automatic stop action Save, time sync on, and
 # devcluster's tag in Notes. A VM of that name is kept; one that is off is
@@ -15,6 +15,18 @@ function Invoke-Op($P) {
         Set-Content -LiteralPath (Join-Path $P.nodeDir 'devcluster.txt') -Value $P.notes
         if (-not (Test-Path -LiteralPath $P.seedPath)) {
             Copy-Item -LiteralPath $P.seedSource -Destination $P.seedPath
+        }
+        if ($P.parentSource -and -not (Test-Path -LiteralPath $P.parentPath)) {
+            # The base disk is copied once into Hyper-V's own storage: a
+            # parent must never move or change, and the cache may be pruned.
+            New-Item -ItemType Directory -Force -Path (Split-Path -Parent $P.parentPath) | Out-Null
+            $partial = "$($P.parentPath).$($P.name).partial"
+            Copy-Item -LiteralPath $P.parentSource -Destination $partial -Force
+            if (Test-Path -LiteralPath $P.parentPath) {
+                Remove-Item -LiteralPath $partial -Force
+            } else {
+                Move-Item -LiteralPath $partial -Destination $P.parentPath
+            }
         }
         if (-not (Test-Path -LiteralPath $P.vhdPath)) {
             Hyper-V\New-VHD -Path $P.vhdPath -ParentPath $P.parentPath -Differencing | Out-Null
