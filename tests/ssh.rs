@@ -840,25 +840,33 @@ async fn nodes_run_in_parallel_tasks() {
         tasks.push(tokio::spawn(async move {
             let (session, _) = wait_for_ssh(&target, Duration::from_secs(20)).await?;
             let mut log = NodeLog::open_path(&log_path).unwrap();
-            let steps = vec![Step::new("sleep", "sleep 2; echo slept")];
+            // Each step prints when it starts and ends (ns since the epoch).
+            let steps = vec![Step::new(
+                "sleep",
+                "date +%s%N; sleep 5; date +%s%N; echo slept",
+            )];
             let mut events = Vec::new();
             run_steps(&session, &steps, &[], &mut log, |e| events.push(e)).await?;
             anyhow::Ok((events.len(), std::fs::read_to_string(&log_path)?))
         }));
     }
-    let started = Instant::now();
+    let mut spans = Vec::new();
     for task in tasks {
         let (events, log) = task.await.unwrap().unwrap();
         assert_eq!(events, 2);
         assert!(log.contains("[sleep] stdout: slept\n"), "{log}");
+        let stamps: Vec<u128> = log
+            .lines()
+            .filter_map(|l| l.split("[sleep] stdout: ").nth(1))
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+        assert_eq!(stamps.len(), 2, "{log}");
+        spans.push((stamps[0], stamps[1]));
     }
-    // Both two-second steps ran at the same time (one after the other
-    // would take more than 4 s).
-    assert!(
-        started.elapsed() < Duration::from_millis(3500),
-        "{:?}",
-        started.elapsed()
-    );
+    // Both steps ran at the same time: each started before the other
+    // ended. (Overlap, not wall time: a loaded machine slows both.)
+    let (a, b) = (spans[0], spans[1]);
+    assert!(a.0 < b.1 && b.0 < a.1, "steps did not overlap: {spans:?}");
 }
 
 /// The SFTP writer that Windows uploads use, against OpenSSH's own
