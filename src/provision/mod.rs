@@ -40,6 +40,7 @@
 pub mod log;
 pub mod ssh;
 pub mod steps;
+pub mod windows_node;
 
 use std::collections::VecDeque;
 use std::fmt;
