@@ -534,7 +534,12 @@ fn an_admin_cert_in_system_masters_is_replaced_by_a_revocable_one() {
     std::fs::create_dir_all(&w.dirs.cache).unwrap();
     run_ok(
         openssl()
-            .args(["req", "-new", "-subj", "/O=system:masters/CN=kubernetes-admin"])
+            .args([
+                "req",
+                "-new",
+                "-subj",
+                "/O=system:masters/CN=kubernetes-admin",
+            ])
             .arg("-key")
             .arg(p.pki_file("admin.key"))
             .arg("-out")
@@ -553,7 +558,13 @@ fn an_admin_cert_in_system_masters_is_replaced_by_a_revocable_one() {
             .arg("-out")
             .arg(&crt),
     );
-    let subject = || run_ok(openssl().args(["x509", "-noout", "-subject", "-in"]).arg(&crt));
+    let subject = || {
+        run_ok(
+            openssl()
+                .args(["x509", "-noout", "-subject", "-in"])
+                .arg(&crt),
+        )
+    };
     assert_eq!(
         subject().trim(),
         "subject=O = system:masters, CN = kubernetes-admin"

@@ -19,6 +19,7 @@
 pub mod client;
 pub mod flannel;
 pub mod kubeadm;
+pub mod token;
 
 /// CoreDNS's namespace.
 pub const COREDNS_NAMESPACE: &str = "kube-system";
