@@ -223,6 +223,9 @@ pub enum NodeEvent {
     SshReady(std::time::Duration),
     Step(crate::provision::StepEvent),
     Golden(GoldenEvent),
+    /// The control plane's prepare-node installed this patch release
+    /// (`X.Y.Z`): the cluster's, from now on ([`Plan::kubernetes_release`]).
+    Release(String),
 }
 
 /// Keeping the control plane's prepared disk ([`crate::golden`]).
@@ -493,6 +496,23 @@ pub async fn provision_all(
                     send(NodeEvent::Step(ev))
                 })
                 .await?;
+                if is_cp && plan.kubernetes && plan.kubernetes_release.is_none() {
+                    // The cluster's one patch release: what this first
+                    // prepare-node installed, kept for every later node.
+                    let out = session
+                        .exec_collect("kubeadm version -o short", None)
+                        .await?;
+                    let printed = String::from_utf8_lossy(&out.stdout);
+                    if let Some(release) =
+                        crate::plan::parse_release(&plan.kubernetes_version, &printed)
+                    {
+                        let _ = log.line(
+                            PREPARE_NODE,
+                            &format!("the cluster's Kubernetes release is {release}"),
+                        );
+                        send(NodeEvent::Release(release));
+                    }
+                }
                 if let (Some(capture), Some(prepared)) = (&capture, prepared) {
                     send(NodeEvent::Golden(GoldenEvent::Capturing));
                     let kept = crate::golden::capture(
@@ -651,6 +671,12 @@ pub fn apply_event(
                 t.took_ms = Some(now_ms().saturating_sub(t.started_ms));
             }
             progress.set(node, format!("{s} done in {t:.1?}"));
+        }
+        NodeEvent::Release(release) => {
+            // Chosen once: a later report never changes it.
+            if st.plan.kubernetes_release.is_none() {
+                st.plan.kubernetes_release = Some(release.clone());
+            }
         }
         NodeEvent::Golden(GoldenEvent::Capturing) => {
             progress.set(node, "keeping the prepared disk as a golden disk ...")

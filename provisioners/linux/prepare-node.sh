@@ -11,8 +11,13 @@
 # reached it fails with a message saying so.
 #
 # Environment:
-#   KUBERNETES_MINOR  the Kubernetes minor to install, "X.Y" (e.g. 1.36);
-#                     the newest patch release of it is installed and held
+#   KUBERNETES_MINOR  the Kubernetes minor to install, "X.Y" (e.g. 1.37)
+#   KUBERNETES_RELEASE
+#                     optional: the cluster's patch release "X.Y.Z", chosen
+#                     once (by the control plane's first prepare-node) and
+#                     installed exactly on every node after; without it the
+#                     newest patch of KUBERNETES_MINOR is installed. Either
+#                     way the packages are held
 #   PAUSE_IMAGE       the sandbox image of that version
 #                     (provisioners/kubernetes-versions.toml)
 #   NODE_ROLE         control-plane: pull every image kubeadm init needs;
@@ -66,6 +71,10 @@ fail() {
 
 if [[ ! "$KUBERNETES_MINOR" =~ ^[0-9]+\.[0-9]+$ ]]; then
   fail "KUBERNETES_MINOR is '$KUBERNETES_MINOR', not X.Y"
+fi
+readonly KUBERNETES_RELEASE=${KUBERNETES_RELEASE:-}
+if [[ -n "$KUBERNETES_RELEASE" && ! "$KUBERNETES_RELEASE" =~ ^${KUBERNETES_MINOR//./\\.}\.[0-9]+$ ]]; then
+  fail "KUBERNETES_RELEASE is '$KUBERNETES_RELEASE', not a $KUBERNETES_MINOR.Z release"
 fi
 case "$NODE_ROLE" in
   control-plane | worker) ;;
@@ -327,14 +336,21 @@ configure_containerd "$PAUSE_IMAGE"
 
 # --- the Kubernetes package repository ------------------------------------------------
 
-have_minor() {
+# have_wanted: the installed kubeadm is the cluster's release, or (none
+# chosen yet) a release of its minor.
+have_wanted() {
   local v
   v=$(kubeadm version -o short 2>/dev/null || true)
-  [[ "$v" == "v$KUBERNETES_MINOR."* ]]
+  if [[ -n "$KUBERNETES_RELEASE" ]]; then
+    [[ "$v" == "v$KUBERNETES_RELEASE" ]]
+  else
+    [[ "$v" == "v$KUBERNETES_MINOR."* ]]
+  fi
 }
+wanted_label=${KUBERNETES_RELEASE:-$KUBERNETES_MINOR}
 
 readonly K8S_PACKAGES=(kubelet kubeadm kubectl cri-tools kubernetes-cni)
-if installed "${K8S_PACKAGES[@]}" && have_minor; then
+if installed "${K8S_PACKAGES[@]}" && have_wanted; then
   say "kubernetes: kubelet, kubeadm, kubectl $(kubeadm version -o short) already installed"
 else
   install -d -m 0755 /etc/apt/keyrings
@@ -365,8 +381,17 @@ else
   # The packages' dependencies come from the distribution: its lists must
   # be fresh too (a cloud image may ship none).
   apt_update
-  "${APT[@]}" install -y --allow-change-held-packages "${K8S_PACKAGES[@]}"
-  have_minor || fail "kubeadm is $(kubeadm version -o short 2>/dev/null || echo missing) after installing from ${REPO}, not $KUBERNETES_MINOR"
+  install_list=("${K8S_PACKAGES[@]}")
+  if [[ -n "$KUBERNETES_RELEASE" ]]; then
+    # pkgs.k8s.io versions are X.Y.Z-<build>: any build of the release.
+    install_list=(kubelet="$KUBERNETES_RELEASE-*" kubeadm="$KUBERNETES_RELEASE-*"
+      kubectl="$KUBERNETES_RELEASE-*" cri-tools kubernetes-cni)
+    if [[ -z "$(apt-cache madison kubeadm 2>/dev/null | awk -v r="$KUBERNETES_RELEASE-" 'index($3, r) == 1' || true)" ]]; then
+      fail "the Kubernetes package repository ${REPO} has no kubeadm $KUBERNETES_RELEASE, this cluster's release"
+    fi
+  fi
+  "${APT[@]}" install -y --allow-change-held-packages --allow-downgrades "${install_list[@]}"
+  have_wanted || fail "kubeadm is $(kubeadm version -o short 2>/dev/null || echo missing) after installing from ${REPO}, not $wanted_label"
   say "kubernetes: installed kubelet, kubeadm, kubectl $(kubeadm version -o short)"
 fi
 apt-mark hold kubelet kubeadm kubectl >/dev/null

@@ -63,15 +63,21 @@ fn linux(node: &NodePlan, step: &str) -> Result<(), Bug> {
     }
 }
 
-/// containerd, the Kubernetes packages of the plan's minor and the images
-/// of a Linux node (see the script's header). Needs the internet.
+/// containerd, the Kubernetes packages of the plan's minor (exactly the
+/// cluster's release once it is chosen) and the images of a Linux node (see
+/// the script's header). Needs the internet.
 pub fn prepare_node(plan: &Plan, node: &NodePlan) -> Result<Step, Bug> {
     linux(node, PREPARE_NODE)?;
     let v = version(plan)?;
-    Ok(Step::new(PREPARE_NODE, PREPARE_NODE_SCRIPT)
+    let mut step = Step::new(PREPARE_NODE, PREPARE_NODE_SCRIPT)
         .env("KUBERNETES_MINOR", &v.minor)
         .env("PAUSE_IMAGE", &v.pause_image)
-        .env("NODE_ROLE", node.role.as_str()))
+        .env("NODE_ROLE", node.role.as_str());
+    // The cluster's one patch release, once chosen (see Plan).
+    if let Some(release) = &plan.kubernetes_release {
+        step = step.env("KUBERNETES_RELEASE", release);
+    }
+    Ok(step)
 }
 
 /// `kubeadm init` on the control plane. Uploads the cluster CAs, the
@@ -294,7 +300,15 @@ mod tests {
         assert!(init.check().is_ok());
 
         let w1 = plan.node("dev-w1").unwrap();
+        let mut chosen = plan.clone();
+        chosen.kubernetes_release = Some(format!("{}.4", v.minor));
+        let release = format!("{}.4", v.minor);
+        assert_eq!(
+            env(&prepare_node(&chosen, w1).unwrap())[3],
+            ("KUBERNETES_RELEASE", release.as_str())
+        );
         let steps = kubernetes_steps(&plan, w1, &secrets).unwrap();
+        assert_eq!(env(&steps[0]).len(), 3, "no release chosen yet");
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["prepare-node", "join"]);
         assert_eq!(env(&steps[0])[2], ("NODE_ROLE", "worker"));
