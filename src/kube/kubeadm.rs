@@ -564,7 +564,7 @@ pub(crate) mod tests {
 
     #[test]
     fn init_config_oldest_version() {
-        insta::assert_snapshot!(init("1.34"));
+        insta::assert_snapshot!(init("1.35"));
     }
 
     #[test]
@@ -574,7 +574,7 @@ pub(crate) mod tests {
 
     #[test]
     fn join_config_oldest_version() {
-        insta::assert_snapshot!(join("1.34", "dev-w1"));
+        insta::assert_snapshot!(join("1.35", "dev-w1"));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 pub mod client;
 pub mod flannel;
 pub mod kubeadm;
+pub mod token;
 pub mod windows;
 
 /// CoreDNS's namespace.
