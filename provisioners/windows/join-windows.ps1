@@ -1,13 +1,15 @@
 # join-windows.ps1: `kubeadm join` of a Windows worker, with the rules of
-# the Linux workers' join.sh: wait for the API server up to JOIN_TIMEOUT
-# seconds in all, retry a failed join (after `kubeadm reset`) until then,
-# and skip when the node has joined already.
+# the Linux workers' join.sh (src/provision/deadlines.rs): wait up to
+# API_WAIT_TIMEOUT seconds for the API server to answer at all, then have
+# JOIN_TIMEOUT seconds from that moment to join, retrying a failed join
+# (after `kubeadm reset`) until then; skip when the node has joined already.
 #
 # Environment (set by devcluster; none of it secret):
 #   KUBEADM_CONFIG  the JoinConfiguration devcluster uploaded (it holds the
 #                   bootstrap token: readable by SYSTEM and Administrators only)
 #   API_ENDPOINT    IP:6443 of the control plane
-#   JOIN_TIMEOUT    seconds in all
+#   API_WAIT_TIMEOUT  seconds for the API server to answer at all
+#   JOIN_TIMEOUT    seconds to join, from the API server's first answer
 #   NODE_NAME, NODE_IP  for kubelet-service.ps1
 
 $ErrorActionPreference = 'Stop'
@@ -34,10 +36,15 @@ $Config = Need 'KUBEADM_CONFIG'
 $Endpoint = Need 'API_ENDPOINT'
 $NodeName = Need 'NODE_NAME'
 $NodeIp = Need 'NODE_IP'
-$Timeout = 0
-if (-not [int]::TryParse((Need 'JOIN_TIMEOUT'), [ref]$Timeout) -or $Timeout -le 0) {
-    Fail "JOIN_TIMEOUT is '$env:JOIN_TIMEOUT', not a positive number of seconds"
+function Seconds([string]$Name) {
+    $value = 0
+    if (-not [int]::TryParse((Need $Name), [ref]$value) -or $value -le 0) {
+        Fail "$Name is '$([Environment]::GetEnvironmentVariable($Name))', not a positive number of seconds"
+    }
+    return $value
 }
+$ApiWait = Seconds 'API_WAIT_TIMEOUT'
+$Timeout = Seconds 'JOIN_TIMEOUT'
 $KubeletConf = 'C:\etc\kubernetes\kubelet.conf'
 $Kubeadm = 'C:\k\kubeadm.exe'
 $RetryPause = 10
@@ -54,23 +61,26 @@ if (-not (Test-Path $Config)) { Fail "missing $Config (devcluster uploads it bef
 & icacls.exe $Config /inheritance:r /grant:r '*S-1-5-18:F' '*S-1-5-32-544:F' | Out-Null
 if ($LASTEXITCODE -ne 0) { Fail "icacls could not restrict $Config" }
 
-$deadline = (Get-Date).AddSeconds($Timeout)
 function TimedOut([string]$What) {
-    Fail "timed out after ${Timeout}s: $What (API server https://$Endpoint; see 'devcluster logs' of the control plane)"
+    Fail "${NodeName}: timed out after ${Timeout}s: $What (API server https://$Endpoint; see 'devcluster logs' of this node and of the control plane)"
 }
 
 $hostPart, $portPart = $Endpoint -split ':'
-Write-Output "waiting up to ${Timeout}s for the API server at https://$Endpoint"
+Write-Output "waiting up to ${ApiWait}s for the API server at https://$Endpoint"
+$apiDeadline = (Get-Date).AddSeconds($ApiWait)
 $nextNote = (Get-Date).AddSeconds(60)
 while (-not (Test-NetConnection -ComputerName $hostPart -Port ([int]$portPart) -InformationLevel Quiet -WarningAction SilentlyContinue)) {
-    if ((Get-Date) -gt $deadline) { TimedOut 'the API server never answered' }
+    if ((Get-Date) -gt $apiDeadline) {
+        Fail "${NodeName}: the API server at https://$Endpoint did not answer in ${ApiWait}s (see 'devcluster logs' of the control plane)"
+    }
     if ((Get-Date) -gt $nextNote) {
         Write-Output "still waiting for https://$Endpoint"
         $nextNote = (Get-Date).AddSeconds(60)
     }
     Start-Sleep -Seconds 5
 }
-Write-Output "the API server at https://$Endpoint answers"
+Write-Output "the API server at https://$Endpoint answers; ${Timeout}s to join from now"
+$deadline = (Get-Date).AddSeconds($Timeout)
 
 $attempt = 0
 while ($true) {

@@ -127,6 +127,10 @@ pub struct Catalog {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeSoftwareError {
+    #[error(
+        "the cluster's Kubernetes {minor} patch release is not chosen yet (the control plane's prepare-node chooses it)"
+    )]
+    NoRelease { minor: String },
     #[error("Kubernetes release {0:?} is not X.Y.Z")]
     Release(String),
     #[error("Kubernetes {release} is not of a supported minor ({supported})")]
@@ -173,6 +177,17 @@ pub fn check_release(release: &str) -> Result<(), NodeSoftwareError> {
         });
     }
     Ok(())
+}
+
+/// The catalog for `plan`'s one patch release.
+pub fn catalog_for_plan(plan: &crate::plan::Plan) -> Result<Catalog, NodeSoftwareError> {
+    let release =
+        plan.kubernetes_release
+            .as_deref()
+            .ok_or_else(|| NodeSoftwareError::NoRelease {
+                minor: plan.kubernetes_version.clone(),
+            })?;
+    catalog(release)
 }
 
 /// The catalog for Kubernetes `release` from the publishers' servers.
@@ -541,6 +556,19 @@ mod tests {
             FLANNEL_VERSION,
             crate::kube::flannel::RELEASE.trim_start_matches('v')
         );
+    }
+
+    #[test]
+    fn the_plans_release_picks_the_catalog() {
+        let mut plan = crate::kube::kubeadm::tests::plan("1.36");
+        plan.kubernetes_release = None;
+        assert!(matches!(
+            catalog_for_plan(&plan),
+            Err(NodeSoftwareError::NoRelease { .. })
+        ));
+        plan.kubernetes_release = Some("1.36.4".into());
+        let c = catalog_for_plan(&plan).unwrap();
+        assert_eq!(c.kubernetes, "1.36.4");
     }
 
     #[test]

@@ -19,7 +19,6 @@
 //! restrict every secret file with icacls themselves as well.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -30,6 +29,7 @@ use crate::pki::{ClusterSecrets, Secret};
 use crate::plan::{NodePlan, Os, Plan, Role};
 
 use super::Step;
+use super::deadlines::Deadlines;
 
 pub const PREPARE_SCRIPT: &str =
     include_str!("../../provisioners/windows/prepare-windows-node.ps1");
@@ -46,11 +46,11 @@ pub const NETWORK: &str = "network-windows";
 pub const SOFTWARE_DIR: &str = "C:\\devcluster\\software";
 /// Where the agents' kubeconfigs and tokens go.
 pub const AGENT_DIR: &str = "C:\\devcluster\\agents";
-/// Windows joins take longer than Linux ones: the first pause image pull
-/// alone is ~120 MB of Windows layers on a fresh node.
-pub const WINDOWS_JOIN_TIMEOUT: Duration = Duration::from_secs(1800);
-/// How long the network step waits for flanneld's lease and kube-proxy.
-pub const NETWORK_READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Windows joins take longer than Linux ones (the kubelet's TLS bootstrap
+/// is followed by the first pull of the Windows pause image, whose layers
+/// are far larger than Linux's), so the join budget of the plan's
+/// [`Deadlines`] is this many times longer on a Windows node.
+pub const WINDOWS_JOIN_FACTOR: u32 = 2;
 /// Default of `[windows] taint`: on. Most Linux workloads (Helm charts,
 /// quick `kubectl run`s) select no OS; untainted, the scheduler puts some
 /// of them on the Windows node, where they fail to pull. Windows pods
@@ -146,7 +146,7 @@ pub fn join(
     plan: &Plan,
     node: &NodePlan,
     secrets: &ClusterSecrets,
-    timeout: Duration,
+    deadlines: &Deadlines,
     taint: bool,
 ) -> Result<Step, Bug> {
     windows(node, JOIN)?;
@@ -162,7 +162,17 @@ pub fn join(
     Ok(Step::new(JOIN, JOIN_SCRIPT)
         .env("KUBEADM_CONFIG", kubeadm::WINDOWS_JOIN_CONFIG_PATH)
         .env("API_ENDPOINT", &plan.network.api_endpoint)
-        .env("JOIN_TIMEOUT", timeout.as_secs().max(1).to_string())
+        .env(
+            "API_WAIT_TIMEOUT",
+            deadlines.api_wait.as_secs().max(1).to_string(),
+        )
+        .env(
+            "JOIN_TIMEOUT",
+            (deadlines.join * WINDOWS_JOIN_FACTOR)
+                .as_secs()
+                .max(1)
+                .to_string(),
+        )
         .env("NODE_NAME", &node.name)
         .env("NODE_IP", node.ip.to_string())
         .file(kubeadm::WINDOWS_JOIN_CONFIG_PATH, config, 0o600)
@@ -181,6 +191,7 @@ pub fn network(
     node: &NodePlan,
     secrets: &ClusterSecrets,
     tokens: &AgentTokens,
+    deadlines: &Deadlines,
 ) -> Result<Step, Bug> {
     windows(node, NETWORK)?;
     let vip = plan
@@ -197,7 +208,14 @@ pub fn network(
         .env("SERVICE_CIDR", plan.network.service_cidr.to_string())
         .env("KUBERNETES_VIP", vip.to_string())
         .env("AGENT_DIR", AGENT_DIR)
-        .env("READY_TIMEOUT", NETWORK_READY_TIMEOUT.as_secs().to_string());
+        // flanneld's lease and kube-proxy's first load balancer: the pod
+        // network's budget, doubled for Windows (HNS network creation).
+        .env(
+            "READY_TIMEOUT",
+            (deadlines.pods_ready * WINDOWS_JOIN_FACTOR)
+                .as_secs()
+                .to_string(),
+        );
     for (name, user, token) in [
         ("flannel", windows::FLANNEL_WINDOWS_SA, &tokens.flannel),
         (
@@ -352,8 +370,9 @@ mod tests {
     fn join_and_network_keep_secrets_off_the_command_line() {
         let (_tmp, plan, secrets) = setup();
         let node = plan.node("dev-win1").unwrap();
-        let join = join(&plan, node, &secrets, WINDOWS_JOIN_TIMEOUT, DEFAULT_TAINT).unwrap();
-        let net = network(&plan, node, &secrets, &tokens()).unwrap();
+        let deadlines = Deadlines::scaled(1);
+        let join = join(&plan, node, &secrets, &deadlines, DEFAULT_TAINT).unwrap();
+        let net = network(&plan, node, &secrets, &tokens(), &deadlines).unwrap();
         for step in [&join, &net] {
             for (k, v) in &step.env {
                 assert!(!v.contains(secrets.bootstrap_token.expose()), "{k}");
@@ -399,7 +418,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        assert!(join_env.contains(&("JOIN_TIMEOUT", "1800")));
+        // The Linux workers' budgets, the join one doubled for Windows.
+        let api_wait = deadlines.api_wait.as_secs().to_string();
+        let join_budget = (deadlines.join.as_secs() * 2).to_string();
+        assert!(join_env.contains(&("API_WAIT_TIMEOUT", api_wait.as_str())));
+        assert!(join_env.contains(&("JOIN_TIMEOUT", join_budget.as_str())));
         assert!(join_env.contains(&("API_ENDPOINT", plan.network.api_endpoint.as_str())));
     }
 
