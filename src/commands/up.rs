@@ -310,6 +310,10 @@ fn summary(
         out.push('\n');
         out.push_str(line);
     }
+    if let Some(example) = crate::kube::windows::summary_example(&st.plan, &[]) {
+        out.push_str("\n\n");
+        out.push_str(&example);
+    }
     out
 }
 

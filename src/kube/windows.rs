@@ -245,6 +245,53 @@ pub fn ltsc_tag(build: &str) -> Option<&'static str> {
     }
 }
 
+/// The `ltsc…` tag of a built-in Windows image (`windows-server-2022`):
+/// what the node's build will be before the node reports it.
+pub fn ltsc_for_image(image: &str) -> Option<&'static str> {
+    match image {
+        "windows-server-2022" => Some("ltsc2022"),
+        "windows-server-2025" => Some("ltsc2025"),
+        _ => None,
+    }
+}
+
+/// A node's `node.kubernetes.io/windows-build`, when it reported one.
+pub fn windows_build(nodes: &[Node], name: &str) -> Option<String> {
+    nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))?
+        .metadata
+        .labels
+        .as_ref()?
+        .get(WINDOWS_BUILD_LABEL)
+        .cloned()
+}
+
+/// The end of the `up` summary for a plan with Windows workers: a Windows
+/// pod whose image tag matches the first Windows node's build (process
+/// isolation needs the same build), from its reported build when known,
+/// else from its image. `None` without Windows nodes or a known tag.
+pub fn summary_example(plan: &Plan, nodes: &[Node]) -> Option<String> {
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.os == crate::plan::Os::Windows)?;
+    let (tag, from) = match windows_build(nodes, &node.name) {
+        Some(build) => (ltsc_tag(&build)?, format!("{}'s build {build}", node.name)),
+        None => (
+            ltsc_for_image(&node.image)?,
+            format!("{}'s image {}", node.name, node.image),
+        ),
+    };
+    Some(format!(
+        "a Windows pod ({tag} matches {from}):\n  kubectl apply -f - <<'EOF'\n{}EOF\n  kubectl get pod win-hello -o wide",
+        example_pod(tag)
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    ))
+}
+
 /// A Windows example for the `up` summary: a pod on the node's build,
 /// tolerating devcluster's Windows taint.
 pub fn example_pod(tag: &str) -> String {
@@ -386,6 +433,33 @@ mod tests {
         assert!(why.contains("not the node's cluster address"), "{why}");
         let build = find("dev-win1").metadata.labels.as_ref().unwrap()[WINDOWS_BUILD_LABEL].clone();
         assert_eq!(ltsc_tag(&build), Some("ltsc2022"));
+    }
+
+    #[test]
+    fn the_summary_example_matches_the_nodes_build() {
+        let plan = crate::kube::kubeadm::tests::plan("1.36");
+        let mut nodes: Vec<Node> = items("nodes-windows.json");
+        // Before the node reports: from its image (windows-server-2022).
+        let text = summary_example(&plan, &[]).unwrap();
+        assert!(text.contains("servercore:ltsc2022"), "{text}");
+        assert!(
+            text.contains("dev-win1's image windows-server-2022"),
+            "{text}"
+        );
+        // Reported: from the build label, which wins.
+        nodes[0]
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(WINDOWS_BUILD_LABEL.into(), "10.0.26100".into());
+        let text = summary_example(&plan, &nodes).unwrap();
+        assert!(text.contains("servercore:ltsc2025"), "{text}");
+        assert!(text.contains("build 10.0.26100"), "{text}");
+        insta::assert_snapshot!(summary_example(&plan, &[]).unwrap());
+        let mut linux_only = plan.clone();
+        linux_only.nodes.retain(|n| n.os == crate::plan::Os::Linux);
+        assert_eq!(summary_example(&linux_only, &[]), None);
     }
 
     #[test]
