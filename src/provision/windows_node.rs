@@ -239,10 +239,12 @@ pub fn network(
 }
 
 /// The step names of a node, in order: Linux nodes as
-/// [`super::steps`] runs them, Windows workers these three.
+/// [`super::steps`] runs them; Windows workers `prepare-os` (computer
+/// name, hosts file, time: engineer winsteps' `prepare-os.ps1`) and then
+/// these three.
 pub fn step_order(node: &NodePlan) -> Vec<&'static str> {
     match (node.os, node.role) {
-        (Os::Windows, _) => vec![PREPARE, JOIN, NETWORK],
+        (Os::Windows, _) => vec![super::steps::PREPARE_OS, PREPARE, JOIN, NETWORK],
         (Os::Linux, Role::ControlPlane) => vec![
             super::steps::PREPARE_OS,
             super::steps::PREPARE_NODE,
@@ -438,7 +440,7 @@ mod tests {
             .collect();
         insta::assert_debug_snapshot!(order);
         let win = plan.node("dev-win1").unwrap();
-        assert_eq!(step_order(win), [PREPARE, JOIN, NETWORK]);
+        assert_eq!(step_order(win), ["prepare-os", PREPARE, JOIN, NETWORK]);
         assert_eq!(
             step_order(plan.control_plane()).last(),
             Some(&super::super::steps::INIT_CONTROL_PLANE)
