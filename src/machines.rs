@@ -353,7 +353,15 @@ async fn network_addon(
             message: e.0,
         }
     })?;
-    let applied = client::apply_manifests(&kube, &manifest).await?;
+    let mut applied = client::apply_manifests(&kube, &manifest).await?;
+    // Linux-only workloads pinned, and the Windows agents' identities
+    // (src/kube/windows.rs), before any Windows node joins.
+    applied.extend(crate::kube::windows::apply_linux_pins(&kube).await?);
+    if plan.nodes.iter().any(|n| n.os == Os::Windows) {
+        applied.extend(
+            client::apply_manifests(&kube, &crate::kube::windows::agents_manifest()).await?,
+        );
+    }
     for object in applied {
         let _ = log.line(NETWORK_ADDON, &format!("applied {object}"));
     }

@@ -161,28 +161,39 @@ pub fn linux_pins() -> Vec<Pin> {
 }
 
 /// Applies [`linux_pins`] (strategic merge: other selectors stay).
-pub async fn apply_linux_pins(client: &kube::Client) -> Result<Vec<String>, kube::Error> {
+pub async fn apply_linux_pins(
+    client: &kube::Client,
+) -> Result<Vec<String>, super::client::KubeError> {
+    let mut done = Vec::new();
+    for pin in linux_pins() {
+        let object = format!("{}/{} {}", pin.kind, pin.name, pin.namespace);
+        apply_pin(client, &pin)
+            .await
+            .map_err(|source| super::client::KubeError::Apply {
+                object: object.clone(),
+                source,
+            })?;
+        done.push(object);
+    }
+    Ok(done)
+}
+
+async fn apply_pin(client: &kube::Client, pin: &Pin) -> Result<(), kube::Error> {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
     use kube::api::{Patch, PatchParams};
     let pp = PatchParams::default();
-    let mut done = Vec::new();
-    for pin in linux_pins() {
-        let patch = Patch::Strategic(&pin.patch);
-        match pin.kind {
-            "DaemonSet" => {
-                let api: kube::Api<DaemonSet> =
-                    kube::Api::namespaced(client.clone(), pin.namespace);
-                api.patch(pin.name, &pp, &patch).await?;
-            }
-            _ => {
-                let api: kube::Api<Deployment> =
-                    kube::Api::namespaced(client.clone(), pin.namespace);
-                api.patch(pin.name, &pp, &patch).await?;
-            }
+    let patch = Patch::Strategic(&pin.patch);
+    match pin.kind {
+        "DaemonSet" => {
+            let api: kube::Api<DaemonSet> = kube::Api::namespaced(client.clone(), pin.namespace);
+            api.patch(pin.name, &pp, &patch).await?;
         }
-        done.push(format!("{}/{} {}", pin.kind, pin.name, pin.namespace));
+        _ => {
+            let api: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), pin.namespace);
+            api.patch(pin.name, &pp, &patch).await?;
+        }
     }
-    Ok(done)
+    Ok(())
 }
 
 /// The `kubernetes.io/os` a pod template selects, if it selects one.
