@@ -12,25 +12,8 @@
 #   JOIN_TIMEOUT    seconds to join, from the API server's first answer
 #   NODE_NAME, NODE_IP  for kubelet-service.ps1
 
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
 $Step = 'join-windows'
-
-if ($env:DEVCLUSTER_TEST_FAIL_STEP -eq $Step) {
-    [Console]::Error.WriteLine("${Step}: failing on purpose: DEVCLUSTER_TEST_FAIL_STEP=$Step (test hook)")
-    exit 3
-}
-
-function Fail([string]$Message) {
-    [Console]::Error.WriteLine("${Step}: $Message")
-    exit 1
-}
-
-function Need([string]$Name) {
-    $value = [Environment]::GetEnvironmentVariable($Name)
-    if ([string]::IsNullOrWhiteSpace($value)) { Fail "$Name must be set" }
-    return $value
-}
+# @step-common
 
 $Config = Need 'KUBEADM_CONFIG'
 $Endpoint = Need 'API_ENDPOINT'

@@ -21,25 +21,8 @@
 #   READY_TIMEOUT   seconds to wait for flanneld's lease and kube-proxy
 #   KUBERNETES_VIP  the `kubernetes` Service's address (first of SERVICE_CIDR)
 
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
 $Step = 'network-windows'
-
-if ($env:DEVCLUSTER_TEST_FAIL_STEP -eq $Step) {
-    [Console]::Error.WriteLine("${Step}: failing on purpose: DEVCLUSTER_TEST_FAIL_STEP=$Step (test hook)")
-    exit 3
-}
-
-function Fail([string]$Message) {
-    [Console]::Error.WriteLine("${Step}: $Message")
-    exit 1
-}
-
-function Need([string]$Name) {
-    $value = [Environment]::GetEnvironmentVariable($Name)
-    if ([string]::IsNullOrWhiteSpace($value)) { Fail "$Name must be set" }
-    return $value
-}
+# @step-common
 
 $SoftwareDir = Need 'SOFTWARE_DIR'
 $NodeName = Need 'NODE_NAME'

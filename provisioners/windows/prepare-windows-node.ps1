@@ -25,25 +25,8 @@
 #   6. the firewall: TCP 10250 (kubelet), UDP 4789 (VXLAN)
 #   7. Defender exclusions for containerd's program and data directories
 
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
 $Step = 'prepare-windows-node'
-
-if ($env:DEVCLUSTER_TEST_FAIL_STEP -eq $Step) {
-    [Console]::Error.WriteLine("${Step}: failing on purpose: DEVCLUSTER_TEST_FAIL_STEP=$Step (test hook)")
-    exit 3
-}
-
-function Fail([string]$Message) {
-    [Console]::Error.WriteLine("${Step}: $Message")
-    exit 1
-}
-
-function Need([string]$Name) {
-    $value = [Environment]::GetEnvironmentVariable($Name)
-    if ([string]::IsNullOrWhiteSpace($value)) { Fail "$Name must be set" }
-    return $value
-}
+# @step-common
 
 $SoftwareDir = Need 'SOFTWARE_DIR'
 $NodeName = Need 'NODE_NAME'

@@ -38,6 +38,21 @@ pub const KUBELET_SERVICE_SCRIPT: &str =
 pub const JOIN_SCRIPT: &str = include_str!("../../provisioners/windows/join-windows.ps1");
 pub const NETWORK_SCRIPT: &str = include_str!("../../provisioners/windows/network-windows.ps1");
 
+/// The common start of the three steps (`# @step-common` in each).
+pub const STEP_COMMON_SCRIPT: &str = include_str!("../../provisioners/windows/step-common.ps1");
+/// The line of a step script [`STEP_COMMON_SCRIPT`] replaces.
+pub const STEP_COMMON_MARK: &str = "# @step-common\n";
+
+/// A step script as it runs: [`STEP_COMMON_SCRIPT`] in place of its mark.
+pub fn render(script: &str) -> Result<String, Bug> {
+    if script.matches(STEP_COMMON_MARK).count() != 1 {
+        return Err(Bug(
+            "a Windows step script without exactly one # @step-common line".into(),
+        ));
+    }
+    Ok(script.replacen(STEP_COMMON_MARK, STEP_COMMON_SCRIPT, 1))
+}
+
 pub const PREPARE: &str = "prepare-windows-node";
 pub const JOIN: &str = "join-windows";
 pub const NETWORK: &str = "network-windows";
@@ -124,7 +139,7 @@ fn version(plan: &Plan) -> Result<&'static crate::versions::KubernetesVersion, B
 pub fn prepare(plan: &Plan, node: &NodePlan, software: &[CachedArtifact]) -> Result<Step, Bug> {
     windows(node, PREPARE)?;
     let v = version(plan)?;
-    Ok(Step::new(PREPARE, PREPARE_SCRIPT)
+    Ok(Step::new(PREPARE, render(PREPARE_SCRIPT)?)
         .env("SOFTWARE_DIR", SOFTWARE_DIR)
         .env("NODE_NAME", &node.name)
         .env("NODE_IP", node.ip.to_string())
@@ -159,7 +174,7 @@ pub fn join(
         v,
         taint,
     )?;
-    Ok(Step::new(JOIN, JOIN_SCRIPT)
+    Ok(Step::new(JOIN, render(JOIN_SCRIPT)?)
         .env("KUBEADM_CONFIG", kubeadm::WINDOWS_JOIN_CONFIG_PATH)
         .env("API_ENDPOINT", &plan.network.api_endpoint)
         .env(
@@ -199,7 +214,7 @@ pub fn network(
         .service_cidr
         .nth(1)
         .ok_or_else(|| Bug("the service network has no first address".into()))?;
-    let mut step = Step::new(NETWORK, NETWORK_SCRIPT)
+    let mut step = Step::new(NETWORK, render(NETWORK_SCRIPT)?)
         .env("SOFTWARE_DIR", SOFTWARE_DIR)
         .env("NODE_NAME", &node.name)
         .env("NODE_IP", node.ip.to_string())
@@ -300,14 +315,27 @@ mod tests {
     #[test]
     fn every_windows_script_parses_and_is_snapshotted() {
         for (name, text) in [
-            ("prepare-windows-node.ps1", PREPARE_SCRIPT),
-            ("kubelet-service.ps1", KUBELET_SERVICE_SCRIPT),
-            ("join-windows.ps1", JOIN_SCRIPT),
-            ("network-windows.ps1", NETWORK_SCRIPT),
+            ("prepare-windows-node.ps1", render(PREPARE_SCRIPT).unwrap()),
+            ("kubelet-service.ps1", KUBELET_SERVICE_SCRIPT.to_string()),
+            ("join-windows.ps1", render(JOIN_SCRIPT).unwrap()),
+            ("network-windows.ps1", render(NETWORK_SCRIPT).unwrap()),
         ] {
-            assert_pwsh_parses(name, text);
+            assert_pwsh_parses(name, &text);
             insta::assert_snapshot!(name, text);
         }
+        // The rendered steps stop on the first error and honour the hook.
+        for (step, script) in [
+            (PREPARE, PREPARE_SCRIPT),
+            (JOIN, JOIN_SCRIPT),
+            (NETWORK, NETWORK_SCRIPT),
+        ] {
+            let text = render(script).unwrap();
+            assert!(text.contains(&format!("$Step = '{step}'\n")), "{step}");
+            let set = text.find("$Step = ").unwrap();
+            assert!(set < text.find("$ErrorActionPreference = 'Stop'").unwrap());
+            assert!(set < text.find("DEVCLUSTER_TEST_FAIL_STEP").unwrap());
+        }
+        assert!(render("no mark").is_err());
     }
 
     #[test]
