@@ -665,10 +665,10 @@ pub(crate) mod tests {
         );
     }
 
-    fn windows_join(minor: &str, taint: bool) -> serde_norway::Value {
+    fn windows_join_text(minor: &str, taint: bool) -> String {
         let plan = plan(minor);
         let node = plan.node("dev-win1").unwrap().clone();
-        let text = windows_join_config_with(
+        windows_join_config_with(
             &plan,
             &node,
             &Secret::new(TOKEN),
@@ -676,24 +676,18 @@ pub(crate) mod tests {
             version(minor),
             taint,
         )
-        .unwrap();
-        serde_norway::from_str(text.expose()).unwrap()
+        .unwrap()
+        .expose()
+        .to_string()
+    }
+
+    fn windows_join(minor: &str, taint: bool) -> serde_norway::Value {
+        serde_norway::from_str(&windows_join_text(minor, taint)).unwrap()
     }
 
     #[test]
     fn windows_join_config_snapshot() {
-        let plan = plan("1.36");
-        let node = plan.node("dev-win1").unwrap().clone();
-        let text = windows_join_config_with(
-            &plan,
-            &node,
-            &Secret::new(TOKEN),
-            HASH,
-            version("1.36"),
-            true,
-        )
-        .unwrap();
-        insta::assert_snapshot!(text.expose());
+        insta::assert_snapshot!(windows_join_text("1.36", true));
     }
 
     /// Each field against kubeadm v1beta4's JoinConfiguration
