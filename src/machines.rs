@@ -116,7 +116,9 @@ pub fn vm_spec(
 }
 
 /// Before VMs are created: a node whose VM is gone gets a new, empty disk,
-/// so the steps its state records as done are forgotten; and each VM to
+/// so the steps its state records as done are forgotten (when that node is
+/// the control plane, every worker's `join` too:
+/// [`crate::state::ClusterState::control_plane_recreated`]); and each VM to
 /// be created is cloned from a golden disk when one fits
 /// ([`crate::golden::for_node`]), recorded in its state. Returns the nodes
 /// cloned from a golden disk, and notes for the user (a golden disk that
@@ -131,6 +133,8 @@ pub async fn choose_disks(
     let caps = provider.capabilities();
     let mut cloned = Vec::new();
     let mut notes = Vec::new();
+    let cp = st.plan.control_plane().name.clone();
+    let mut cp_recreated = false;
     for vm in vms.iter_mut() {
         let state = provider
             .state(&vm.name)
@@ -143,6 +147,11 @@ pub async fn choose_disks(
             continue;
         }
         let ns = st.nodes.entry(vm.name.clone()).or_default();
+        // A control plane that had done steps had a cluster workers may
+        // have joined; one that never ran any is simply being made.
+        if vm.name == cp && !ns.completed_steps.is_empty() {
+            cp_recreated = true;
+        }
         ns.completed_steps.clear();
         ns.failed_step = None;
         ns.from_golden = None;
@@ -157,6 +166,15 @@ pub async fn choose_disks(
             }
             Ok(None) => {}
             Err(note) => notes.push(note),
+        }
+    }
+    if cp_recreated {
+        let joined = st.control_plane_recreated();
+        if !joined.is_empty() {
+            notes.push(format!(
+                "the control plane's VM is gone: it is made again with a new, empty cluster, so {} join it again",
+                joined.join(", ")
+            ));
         }
     }
     Ok((cloned, notes))
@@ -213,6 +231,9 @@ pub enum NodeEvent {
     SshReady(std::time::Duration),
     Step(crate::provision::StepEvent),
     Golden(GoldenEvent),
+    /// The control plane's prepare-node installed this patch release
+    /// (`X.Y.Z`): the cluster's, from now on ([`Plan::kubernetes_release`]).
+    Release(String),
 }
 
 /// Keeping the control plane's prepared disk ([`crate::golden`]).
@@ -300,9 +321,6 @@ impl NodesFailed {
 /// through the API server. Recorded with the control plane's steps.
 pub const NETWORK_ADDON: &str = "network-addon";
 
-/// How long the API server may take to answer after `kubeadm init`.
-pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// The steps of a node, in order: the OS preparation, then (unless the
 /// plan is machines only) the Kubernetes ones. Every step honours the test
 /// hook ([`crate::provision::Step::with_test_hook_from_env`]).
@@ -332,14 +350,26 @@ async fn network_addon(
     use crate::kube::client;
     let _ = log.line(NETWORK_ADDON, "waiting for the API server (/readyz)");
     let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
-    client::wait_api_healthy(&kube, API_TIMEOUT).await?;
+    client::wait_api_healthy(
+        &kube,
+        crate::provision::deadlines::Deadlines::for_plan(plan).api_healthy,
+    )
+    .await?;
     let manifest = crate::kube::flannel::manifest(plan).map_err(|e| {
         crate::kube::client::KubeError::Manifest {
             index: 0,
             message: e.0,
         }
     })?;
-    let applied = client::apply_manifests(&kube, &manifest).await?;
+    let mut applied = client::apply_manifests(&kube, &manifest).await?;
+    // Linux-only workloads pinned, and the Windows agents' identities
+    // (src/kube/windows.rs), before any Windows node joins.
+    applied.extend(crate::kube::windows::apply_linux_pins(&kube).await?);
+    if plan.nodes.iter().any(|n| n.os == Os::Windows) {
+        applied.extend(
+            client::apply_manifests(&kube, &crate::kube::windows::agents_manifest()).await?,
+        );
+    }
     for object in applied {
         let _ = log.line(NETWORK_ADDON, &format!("applied {object}"));
     }
@@ -367,6 +397,9 @@ pub struct Scope {
     /// Only the steps done before (each is skipped and logged as such):
     /// `start` checks its nodes and leaves unfinished work to `up`.
     pub done_only: bool,
+    /// Workers to join again (a re-created control plane): their guest's
+    /// `join` marker is removed before their steps run.
+    pub rejoin: Vec<String>,
 }
 
 impl Default for Scope {
@@ -375,6 +408,7 @@ impl Default for Scope {
             only: None,
             join: true,
             done_only: false,
+            rejoin: Vec::new(),
         }
     }
 }
@@ -454,6 +488,7 @@ pub async fn provision_all(
         let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
         let name = node.name.clone();
         let ssh_timeout = ssh_timeout_for(node, ssh_timeout);
+        let rejoin = scope.rejoin.contains(&name) && !join.is_empty();
         let tx = events.clone();
         set.spawn(async move {
             let send = |ev: NodeEvent| {
@@ -464,6 +499,10 @@ pub async fn provision_all(
                 let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
                 send(NodeEvent::SshReady(waited));
                 let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
+                if rejoin {
+                    crate::provision::forget_step(&session, JOIN).await?;
+                    let _ = log.line(JOIN, "forgotten: the control plane was re-created");
+                }
                 let mut prepared = None;
                 crate::provision::run_steps(&session, &before, &done, &mut log, |ev| {
                     if let StepEvent::Finished(step, took) = &ev
@@ -474,6 +513,23 @@ pub async fn provision_all(
                     send(NodeEvent::Step(ev))
                 })
                 .await?;
+                if is_cp && plan.kubernetes && plan.kubernetes_release.is_none() {
+                    // The cluster's one patch release: what this first
+                    // prepare-node installed, kept for every later node.
+                    let out = session
+                        .exec_collect("kubeadm version -o short", None)
+                        .await?;
+                    let printed = String::from_utf8_lossy(&out.stdout);
+                    if let Some(release) =
+                        crate::plan::parse_release(&plan.kubernetes_version, &printed)
+                    {
+                        let _ = log.line(
+                            PREPARE_NODE,
+                            &format!("the cluster's Kubernetes release is {release}"),
+                        );
+                        send(NodeEvent::Release(release));
+                    }
+                }
                 if let (Some(capture), Some(prepared)) = (&capture, prepared) {
                     send(NodeEvent::Golden(GoldenEvent::Capturing));
                     let kept = crate::golden::capture(
@@ -622,6 +678,9 @@ pub fn apply_event(
             if !ns.completed_steps.contains(s) {
                 ns.completed_steps.push(s.clone());
             }
+            if s == crate::provision::steps::JOIN {
+                ns.rejoin = false;
+            }
             if ns.failed_step.as_deref() == Some(s) {
                 ns.failed_step = None;
             }
@@ -629,6 +688,12 @@ pub fn apply_event(
                 t.took_ms = Some(now_ms().saturating_sub(t.started_ms));
             }
             progress.set(node, format!("{s} done in {t:.1?}"));
+        }
+        NodeEvent::Release(release) => {
+            // Chosen once: a later report never changes it.
+            if st.plan.kubernetes_release.is_none() {
+                st.plan.kubernetes_release = Some(release.clone());
+            }
         }
         NodeEvent::Golden(GoldenEvent::Capturing) => {
             progress.set(node, "keeping the prepared disk as a golden disk ...")

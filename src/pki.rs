@@ -18,7 +18,7 @@
 //! pki/front-proxy-ca.crt  .key       front-proxy CA (kubernetes-front-proxy-ca)
 //! pki/etcd/ca.crt  etcd/ca.key       etcd CA (etcd-ca)
 //! pki/sa.key  sa.pub                 service-account signing key pair
-//! pki/admin.crt  admin.key           admin client cert (O system:masters)
+//! pki/admin.crt  admin.key           admin client cert (O kubeadm:cluster-admins)
 //! pki/bootstrap-token                abcdef.0123456789abcdef
 //! ssh/id_ed25519  id_ed25519.pub     the host's SSH client key
 //! ssh/hosts/NODE/ssh_host_ed25519_key(.pub)   each guest's SSH host key
@@ -104,9 +104,13 @@ const BACKDATE: Duration = Duration::hours(24);
 const ADMIN_RENEW_BEFORE: Duration = Duration::days(30);
 
 /// The admin certificate's subject: kubeadm's admin user name, in the group
-/// that bypasses RBAC (what kubeadm's admin.conf had before 1.29).
+/// that `kubeadm init` (1.29 and later) binds to the `cluster-admin`
+/// ClusterRole, as kubeadm's own admin.conf is. Not `system:masters`: that
+/// group bypasses RBAC, so a leaked certificate in it could only be revoked
+/// by replacing the CA; this one is revoked by deleting the
+/// `kubeadm:cluster-admins` ClusterRoleBinding.
 pub const ADMIN_CN: &str = "kubernetes-admin";
-pub const ADMIN_ORG: &str = "system:masters";
+pub const ADMIN_ORG: &str = "kubeadm:cluster-admins";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -222,7 +226,7 @@ pub struct ClusterSecrets {
     /// Service-account signing key (PKCS#8 PEM) and its public key (SPKI PEM).
     pub sa_key_pem: Secret,
     pub sa_pub_pem: String,
-    /// The admin client certificate (O system:masters).
+    /// The admin client certificate (O kubeadm:cluster-admins).
     pub admin: CertAndKey,
     /// `[a-z0-9]{6}.[a-z0-9]{16}`.
     pub bootstrap_token: Secret,
@@ -541,6 +545,8 @@ struct CertInfo {
     is_ca: bool,
     cert_sign: bool,
     not_after: i64,
+    /// The subject's organisations (O), in order.
+    orgs: Vec<String>,
 }
 
 impl CertInfo {
@@ -563,6 +569,11 @@ impl CertInfo {
             is_ca: cert.is_ca(),
             cert_sign,
             not_after: cert.validity().not_after.timestamp(),
+            orgs: cert
+                .subject()
+                .iter_organization()
+                .filter_map(|o| o.as_str().ok().map(str::to_string))
+                .collect(),
         })
     }
 }
@@ -716,6 +727,9 @@ fn ensure_admin(paths: &PkiPaths, ca: &Ca) -> Result<CertAndKey, PkiError> {
         let ok = CertInfo::parse(&crt).ok().is_some_and(|info| {
             KeyPair::from_pem(&key_pem).is_ok_and(|k| k.subject_public_key_info() == info.spki)
                 && info.not_after > renew_at
+                // One issued in system:masters by an older devcluster is
+                // replaced by a revocable one.
+                && info.orgs == [ADMIN_ORG]
                 && signed_by(&crt, &ca.pair.cert_pem)
         });
         if ok {

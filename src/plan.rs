@@ -104,8 +104,15 @@ pub struct LibvirtPlan {
 pub struct Plan {
     pub cluster: String,
     pub provider: ProviderKind,
-    /// `X.Y`; installed as the newest patch release of that minor.
+    /// `X.Y`; installed as one patch release of that minor.
     pub kubernetes_version: String,
+    /// The cluster's one patch release, `X.Y.Z`: chosen once, when the
+    /// control plane's prepare-node installed the newest patch of
+    /// `kubernetes_version`, and from then on installed exactly on every
+    /// node (Linux packages, Windows binaries, kubeadm join). None until
+    /// then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_release: Option<String>,
     /// False with `--no-kubernetes`: machines only.
     pub kubernetes: bool,
     pub network: NetworkPlan,
@@ -357,6 +364,7 @@ pub fn plan(spec: &Spec, env: &Surroundings) -> Result<Plan, UserError> {
         cluster,
         provider: spec.provider.value,
         kubernetes_version: spec.kubernetes.minor.clone(),
+        kubernetes_release: None,
         kubernetes: true,
         network: NetworkPlan {
             subnet,
@@ -435,6 +443,14 @@ pub fn add_linux_worker(
     Ok(name)
 }
 
+/// `X.Y.Z` from what `kubeadm version -o short` prints (`v1.37.2`), when
+/// it is a release of `minor`.
+pub fn parse_release(minor: &str, printed: &str) -> Option<String> {
+    let v = printed.trim().strip_prefix('v')?;
+    let patch = v.strip_prefix(minor)?.strip_prefix('.')?;
+    (!patch.is_empty() && patch.bytes().all(|b| b.is_ascii_digit())).then(|| v.to_string())
+}
+
 impl Plan {
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
@@ -455,6 +471,23 @@ mod tests {
     use super::*;
     use crate::spec::{Layer, Origin, resolve};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_release_is_read_from_kubeadm_version() {
+        assert_eq!(
+            parse_release("1.37", "v1.37.2\n").as_deref(),
+            Some("1.37.2")
+        );
+        assert_eq!(
+            parse_release("1.37", "v1.37.12").as_deref(),
+            Some("1.37.12")
+        );
+        assert_eq!(parse_release("1.37", "v1.36.2"), None);
+        assert_eq!(parse_release("1.3", "v1.37.2"), None);
+        assert_eq!(parse_release("1.37", "v1.37.0-rc.1"), None);
+        assert_eq!(parse_release("1.37", "1.37.2"), None);
+        assert_eq!(parse_release("1.37", ""), None);
+    }
 
     fn spec(name: &str, workers: u32, windows: u32) -> Spec {
         let layer = Layer {

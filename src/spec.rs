@@ -506,6 +506,8 @@ pub fn resolve(cluster: Val<String>, layer: Layer) -> Result<Spec, UserError> {
         ))
         .hint("give a /24 such as 192.168.150.0/24, or leave node_cidr out to let devcluster pick one"));
     }
+    check_pod_cidr(&pod_cidr, windows_workers.value)?;
+    check_service_cidr(&service_cidr)?;
     no_overlap(&pod_cidr, "pod", &service_cidr, "service")?;
     if let Some(node) = &node_cidr {
         no_overlap(&pod_cidr, "pod", node, "node")?;
@@ -600,6 +602,80 @@ fn cidr(v: Val<String>, what: &str) -> Result<Val<Cidr>, UserError> {
     }
 }
 
+/// The pod network's share per node: kube-controller-manager's
+/// `--node-cidr-mask-size` for IPv4, which kubeadm leaves at /24.
+pub const NODE_POD_PREFIX: u8 = 24;
+/// kubeadm's `ValidatePodSubnetNodeMask`: the node mask may be at most 16
+/// bits longer than the pod network's (a /8 at the most for /24s).
+pub const MIN_POD_PREFIX: u8 = NODE_POD_PREFIX - 16;
+/// kubeadm's `ValidateServiceSubnetSize`: at most 20 bits of service
+/// addresses (a /12 for IPv4).
+pub const MIN_SERVICE_PREFIX: u8 = 12;
+/// The cluster DNS service is the 10th address of the service network, so
+/// it needs at least 16 addresses.
+pub const MAX_SERVICE_PREFIX: u8 = 28;
+
+/// The most nodes a cluster planned with `windows_workers` can come to
+/// hold: the control plane, every Linux worker `node add` can reach, and
+/// the planned Windows workers. Each needs its own /24 of the pod network.
+pub fn max_nodes(windows_workers: u32) -> u32 {
+    1 + crate::plan::MAX_LINUX_WORKERS + windows_workers
+}
+
+/// kubeadm's rules for the pod network, at validation time: /8 to /24
+/// (kubeadm's node-mask rule), and large enough for a /24 per node the
+/// cluster can grow to ([`max_nodes`]).
+pub fn check_pod_cidr(pod: &Val<Cidr>, windows_workers: u32) -> Result<(), UserError> {
+    let prefix = pod.value.prefix();
+    let example = "pod_cidr = \"10.244.0.0/16\" under [network] (the default)";
+    if prefix < MIN_POD_PREFIX {
+        return Err(UserError::new(format!(
+            "pod network {} (from {}) is larger than a /{MIN_POD_PREFIX}: kubeadm gives each node a /{NODE_POD_PREFIX} of it and allows at most 16 bits between the two",
+            pod.value, pod.origin
+        ))
+        .hint(format!("use a /{MIN_POD_PREFIX} to /{NODE_POD_PREFIX} network, e.g. {example}")));
+    }
+    let nodes = max_nodes(windows_workers);
+    let room = 1u64 << (NODE_POD_PREFIX.saturating_sub(prefix).min(32));
+    if prefix > NODE_POD_PREFIX || room < u64::from(nodes) {
+        // The longest prefix that still holds `nodes` /24s.
+        let bits = (32 - (nodes - 1).leading_zeros()) as u8;
+        return Err(UserError::new(format!(
+            "pod network {} (from {}) is too small: each node gets a /{NODE_POD_PREFIX} of it, and this cluster can have {nodes} nodes (the control plane, {} Linux workers with `node add`, {windows_workers} Windows workers)",
+            pod.value,
+            pod.origin,
+            crate::plan::MAX_LINUX_WORKERS
+        ))
+        .hint(format!(
+            "use a /{} or larger network, e.g. {example}",
+            NODE_POD_PREFIX - bits
+        )));
+    }
+    Ok(())
+}
+
+/// kubeadm's rule for the service network (at most a /12), and room for
+/// the cluster DNS address (at least a /28).
+pub fn check_service_cidr(service: &Val<Cidr>) -> Result<(), UserError> {
+    let prefix = service.value.prefix();
+    let example = "service_cidr = \"10.96.0.0/12\" under [network] (the default)";
+    if prefix < MIN_SERVICE_PREFIX {
+        return Err(UserError::new(format!(
+            "service network {} (from {}) is larger than a /{MIN_SERVICE_PREFIX}, the largest kubeadm accepts (at most 20 bits of service addresses)",
+            service.value, service.origin
+        ))
+        .hint(format!("use a /{MIN_SERVICE_PREFIX} to /{MAX_SERVICE_PREFIX} network, e.g. {example}")));
+    }
+    if prefix > MAX_SERVICE_PREFIX {
+        return Err(UserError::new(format!(
+            "service network {} (from {}) is smaller than a /{MAX_SERVICE_PREFIX}: the cluster DNS service takes its 10th address",
+            service.value, service.origin
+        ))
+        .hint(format!("use a /{MIN_SERVICE_PREFIX} to /{MAX_SERVICE_PREFIX} network, e.g. {example}")));
+    }
+    Ok(())
+}
+
 fn no_overlap(a: &Val<Cidr>, an: &str, b: &Val<Cidr>, bn: &str) -> Result<(), UserError> {
     if a.value.overlaps(&b.value) {
         return Err(UserError::new(format!(
@@ -683,6 +759,78 @@ pub fn parse_disk_gib(s: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
+
+    fn with_networks(pod: &str, service: &str, windows: u32) -> Result<Spec, UserError> {
+        let layer = Layer {
+            pod_cidr: Some(Val::new(pod.into(), Origin::Flag("--pod"))),
+            service_cidr: Some(Val::new(service.into(), Origin::Env("SVC"))),
+            windows_workers: Some(Val::new(windows, Origin::Flag("--windows-workers"))),
+            ..Layer::default()
+        };
+        resolve(Val::new("dev".into(), Origin::Flag("--cluster")), layer)
+    }
+
+    #[test]
+    fn kubeadm_cidr_rules_at_their_edges() {
+        let ok = |pod: &str, svc: &str, win: u32| {
+            if let Err(e) = with_networks(pod, svc, win) {
+                panic!("{pod} {svc} {win}: {e}");
+            }
+        };
+        let err = |pod: &str, svc: &str, win: u32| {
+            let e = with_networks(pod, svc, win).expect_err(&format!("{pod} {svc} {win}"));
+            format!("{e}\nhint: {}", e.hint.clone().unwrap_or_default())
+        };
+        // Pod network: /8 is the largest (16 bits below the /24 per node).
+        ok("10.0.0.0/8", "172.16.0.0/12", 0);
+        let e = err("10.0.0.0/7", "172.16.0.0/12", 0);
+        assert!(
+            e.contains("pod network 10.0.0.0/7 (from --pod) is larger than a /8"),
+            "{e}"
+        );
+        assert!(
+            e.contains("at most 16 bits") && e.contains("e.g. pod_cidr = \"10.244.0.0/16\""),
+            "{e}"
+        );
+        // Room for a /24 per node the cluster can reach: 1 + 9 Linux + the
+        // Windows workers. A /20 holds 16.
+        ok("10.244.0.0/20", "10.96.0.0/12", 0);
+        ok("10.244.0.0/20", "10.96.0.0/12", 6);
+        let e = err("10.244.0.0/20", "10.96.0.0/12", 7);
+        assert!(
+            e.contains("pod network 10.244.0.0/20 (from --pod) is too small"),
+            "{e}"
+        );
+        assert!(e.contains("this cluster can have 17 nodes"), "{e}");
+        assert!(
+            e.contains("use a /19 or larger network, e.g. pod_cidr"),
+            "{e}"
+        );
+        let e = err("10.244.0.0/21", "10.96.0.0/12", 0);
+        assert!(
+            e.contains("can have 10 nodes") && e.contains("use a /20 or larger"),
+            "{e}"
+        );
+        let e = err("10.244.0.0/25", "10.96.0.0/12", 0);
+        assert!(e.contains("is too small"), "{e}");
+        // Service network: /12 the largest, /28 the smallest.
+        ok("10.244.0.0/16", "10.96.0.0/12", 0);
+        ok("10.244.0.0/16", "10.96.0.0/28", 0);
+        let e = err("10.244.0.0/16", "10.96.0.0/11", 0);
+        assert!(
+            e.contains(
+                "service network 10.96.0.0/11 (from environment variable SVC) is larger than a /12"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("e.g. service_cidr = \"10.96.0.0/12\""), "{e}");
+        let e = err("10.244.0.0/16", "10.96.0.0/29", 0);
+        assert!(
+            e.contains("is smaller than a /28") && e.contains("10th address"),
+            "{e}"
+        );
+    }
+
     use super::*;
 
     fn name(n: &str) -> Val<String> {

@@ -121,6 +121,11 @@ pub struct NodeState {
     /// came with it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_golden: Option<String>,
+    /// The control plane was re-created after this worker joined the old
+    /// one: its `join` is forgotten, here and in the guest (its marker is
+    /// removed before its steps run), and set back when `join` succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejoin: bool,
 }
 
 /// One run of a step, in milliseconds since the Unix epoch.
@@ -178,6 +183,48 @@ impl ClusterState {
 
     pub fn node(&self, name: &str) -> NodeState {
         self.nodes.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The control plane's VM was re-created: `kubeadm init` runs again on
+    /// an empty etcd, where no worker is registered, and a kubelet
+    /// registers only once. So every worker forgets its `join` (and is
+    /// marked to rejoin, so that the guest's marker goes too) and is no
+    /// longer Ready. Returns the workers that had joined.
+    pub fn control_plane_recreated(&mut self) -> Vec<String> {
+        use crate::plan::Role;
+        use crate::provision::steps::JOIN;
+        let mut joined = Vec::new();
+        for n in self.plan.nodes.iter().filter(|n| n.role == Role::Worker) {
+            let ns = self.nodes.entry(n.name.clone()).or_default();
+            let had = ns.completed_steps.iter().any(|s| s == JOIN);
+            ns.completed_steps.retain(|s| s != JOIN);
+            if ns.failed_step.as_deref() == Some(JOIN) {
+                ns.failed_step = None;
+            }
+            ns.rejoin = true;
+            if ns.phase == NodePhase::Ready {
+                ns.phase = NodePhase::Created;
+            }
+            if had {
+                joined.push(n.name.clone());
+            }
+        }
+        joined
+    }
+
+    /// Whether `up` is about to run a `join` against an API server that
+    /// `kubeadm init` set up in an earlier run: then the bootstrap token
+    /// from that run may have expired ([`crate::kube::token`]).
+    pub fn joins_pending_after_init(&self) -> bool {
+        use crate::plan::Role;
+        use crate::provision::steps::JOIN;
+        self.initialised()
+            && self
+                .plan
+                .nodes
+                .iter()
+                .filter(|n| n.role == Role::Worker)
+                .any(|n| !self.node(&n.name).completed_steps.iter().any(|s| s == JOIN))
     }
 
     /// Whether the cluster runs Kubernetes and `kubeadm init` completed on
@@ -382,6 +429,86 @@ impl Drop for ClusterLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn joined_cluster() -> ClusterState {
+        let layer = crate::spec::Layer {
+            workers: Some(crate::spec::Val::new(
+                2,
+                crate::spec::Origin::Flag("--workers"),
+            )),
+            ..crate::spec::Layer::default()
+        };
+        let spec = crate::spec::resolve(
+            crate::spec::Val::new("rc".into(), crate::spec::Origin::Flag("--cluster")),
+            layer,
+        )
+        .unwrap();
+        let plan = crate::plan::plan(&spec, &crate::plan::Surroundings::default()).unwrap();
+        let mut st = ClusterState::new(plan);
+        let steps = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (name, ns) in st.nodes.iter_mut() {
+            ns.phase = NodePhase::Ready;
+            ns.completed_steps = if name == "rc-cp" {
+                steps(&[
+                    "prepare-os",
+                    "prepare-node",
+                    "init-control-plane",
+                    "network-addon",
+                ])
+            } else {
+                steps(&["prepare-os", "prepare-node", "join"])
+            };
+        }
+        st
+    }
+
+    #[test]
+    fn a_recreated_control_plane_makes_every_worker_join_again() {
+        let mut st = joined_cluster();
+        assert!(st.initialised());
+        assert!(!st.joins_pending_after_init());
+        // What choose_disks does for the control plane whose VM is gone.
+        st.nodes.get_mut("rc-cp").unwrap().completed_steps.clear();
+        // w2 had failed its join before.
+        let w2 = st.nodes.get_mut("rc-w2").unwrap();
+        w2.completed_steps.retain(|s| s != "join");
+        w2.failed_step = Some("join".into());
+        w2.phase = NodePhase::Failed;
+        let joined = st.control_plane_recreated();
+        assert_eq!(joined, ["rc-w1"]);
+        for w in ["rc-w1", "rc-w2"] {
+            let ns = st.node(w);
+            assert_eq!(ns.completed_steps, ["prepare-os", "prepare-node"], "{w}");
+            assert!(ns.rejoin, "{w}");
+            assert_eq!(ns.failed_step, None, "{w}");
+        }
+        assert_eq!(st.node("rc-w1").phase, NodePhase::Created);
+        assert_eq!(st.node("rc-w2").phase, NodePhase::Failed);
+        // The control plane is untouched (it is not a worker), and the
+        // cluster is not initialised until init runs again: no token check.
+        assert!(!st.node("rc-cp").rejoin);
+        assert!(!st.initialised());
+        assert!(!st.joins_pending_after_init());
+        // The flag survives a save and load.
+        let json = serde_json::to_string(&st).unwrap();
+        let back: ClusterState = serde_json::from_str(&json).unwrap();
+        assert!(back.node("rc-w1").rejoin);
+        // And is not written for a node that has nothing to redo.
+        assert!(
+            !serde_json::to_string(&joined_cluster())
+                .unwrap()
+                .contains("rejoin")
+        );
+    }
+
+    #[test]
+    fn joins_after_init_are_pending_when_a_worker_has_not_joined() {
+        let mut st = joined_cluster();
+        st.nodes.get_mut("rc-w2").unwrap().completed_steps.pop();
+        assert!(st.joins_pending_after_init());
+        st.plan.kubernetes = false;
+        assert!(!st.joins_pending_after_init());
+    }
 
     #[test]
     fn lock_names_holder_and_is_released() {

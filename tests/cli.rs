@@ -408,7 +408,7 @@ fn plan_snapshots() {
                 "--windows-workers",
                 "1",
                 "--kubernetes-version",
-                "1.34",
+                "1.35",
                 "--worker-memory",
                 "3G",
                 "--windows-disk",

@@ -138,13 +138,13 @@ fn cas_are_what_kubeadm_reuses() {
 }
 
 #[test]
-fn admin_cert_is_a_one_year_system_masters_client_cert() {
+fn admin_cert_is_a_one_year_cluster_admins_client_cert() {
     let w = World::new();
     w.cluster("dev", 1, 0);
     let crt = PkiPaths::new(&w.dirs, "dev").pki_file("admin.crt");
     let text = run_ok(openssl().args(["x509", "-noout", "-text", "-in"]).arg(&crt));
     for want in [
-        "Subject: O = system:masters, CN = kubernetes-admin",
+        "Subject: O = kubeadm:cluster-admins, CN = kubernetes-admin",
         "Issuer: CN = kubernetes-ca",
         "TLS Web Client Authentication",
         "CA:FALSE",
@@ -520,4 +520,58 @@ fn ensure_timing_three_nodes() {
             reload
         );
     }
+}
+
+#[test]
+fn an_admin_cert_in_system_masters_is_replaced_by_a_revocable_one() {
+    // An admin certificate an older devcluster issued (O system:masters),
+    // made here with openssl from the cluster's own CA and a valid key.
+    let w = World::new();
+    w.cluster("dev", 1, 0);
+    let p = PkiPaths::new(&w.dirs, "dev");
+    let crt = p.pki_file("admin.crt");
+    let csr = w.dirs.cache.join("admin.csr");
+    std::fs::create_dir_all(&w.dirs.cache).unwrap();
+    run_ok(
+        openssl()
+            .args([
+                "req",
+                "-new",
+                "-subj",
+                "/O=system:masters/CN=kubernetes-admin",
+            ])
+            .arg("-key")
+            .arg(p.pki_file("admin.key"))
+            .arg("-out")
+            .arg(&csr),
+    );
+    run_ok(
+        openssl()
+            .args(["x509", "-req", "-days", "365", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(p.pki_file("ca.crt"))
+            .arg("-CAkey")
+            .arg(p.pki_file("ca.key"))
+            .arg("-set_serial")
+            .arg("7")
+            .arg("-out")
+            .arg(&crt),
+    );
+    let subject = || {
+        run_ok(
+            openssl()
+                .args(["x509", "-noout", "-subject", "-in"])
+                .arg(&crt),
+        )
+    };
+    assert_eq!(
+        subject().trim(),
+        "subject=O = system:masters, CN = kubernetes-admin"
+    );
+    pki::ensure(&w.dirs, &plan_for("dev", 1, 0)).unwrap();
+    assert_eq!(
+        subject().trim(),
+        "subject=O = kubeadm:cluster-admins, CN = kubernetes-admin"
+    );
 }

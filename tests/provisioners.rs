@@ -221,7 +221,8 @@ fn editing_containerd_config_twice_changes_nothing_more() {
 // ---- join.sh: the bounded wait ------------------------------------------------
 
 /// join.sh against an API endpoint where nothing listens: it must give up
-/// after JOIN_TIMEOUT with a message naming the endpoint. It changes
+/// after API_WAIT_TIMEOUT (not JOIN_TIMEOUT, which starts only once the
+/// API server answers) with a message naming the endpoint. It changes
 /// nothing before the API server answers, so it can run here (a stand-in
 /// `kubeadm` on PATH only satisfies its "is kubeadm installed" check and
 /// must never be called).
@@ -263,7 +264,9 @@ fn join_gives_up_after_its_timeout_naming_the_endpoint() {
         .env("PATH", path)
         .env("KUBEADM_CONFIG", &config)
         .env("API_ENDPOINT", &endpoint)
-        .env("JOIN_TIMEOUT", "3")
+        .env("NODE_NAME", "w1")
+        .env("API_WAIT_TIMEOUT", "3")
+        .env("JOIN_TIMEOUT", "600")
         .env_remove("DEVCLUSTER_TEST_FAIL_STEP")
         .output()
         .unwrap();
@@ -271,7 +274,7 @@ fn join_gives_up_after_its_timeout_naming_the_endpoint() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "join: timed out after 3s: the API server never answered (API server https://{endpoint};"
+            "join: the API server at https://{endpoint} did not answer in 3s"
         )),
         "{stderr}"
     );
@@ -280,4 +283,106 @@ fn join_gives_up_after_its_timeout_naming_the_endpoint() {
         !called.exists(),
         "kubeadm must not run before the API server answers"
     );
+}
+
+/// The join deadline starts when the API server first answers: an API
+/// server (openssl s_server answering every GET) that comes up 6 s after
+/// the worker starts waiting, a JOIN_TIMEOUT of 3 s and a kubeadm that
+/// always fails. join.sh must wait past its 3 s join budget for the API
+/// server, then try kubeadm join, and time out naming the rule.
+#[test]
+fn the_join_deadline_starts_when_the_api_server_answers() {
+    if Path::new("/etc/kubernetes").exists() {
+        panic!("this machine has /etc/kubernetes: not running join.sh on a Kubernetes node");
+    }
+    common::require_tool("curl");
+    common::require_tool("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let called = dir.path().join("kubeadm-called");
+    let stub = bin.join("kubeadm");
+    std::fs::write(
+        &stub,
+        format!("#!/bin/sh\necho \"$*\" >>'{}'\nexit 99\n", called.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("kubeadm-join.yaml");
+    std::fs::write(&config, "kind: JoinConfiguration\n").unwrap();
+    let (crt, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=api"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = std::time::Instant::now();
+    let worker = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/linux/join.sh"))
+        .env("PATH", path)
+        .env("KUBEADM_CONFIG", &config)
+        .env("API_ENDPOINT", &endpoint)
+        .env("NODE_NAME", "w1")
+        .env("API_WAIT_TIMEOUT", "60")
+        .env("JOIN_TIMEOUT", "3")
+        .env_remove("DEVCLUSTER_TEST_FAIL_STEP")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let mut api = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(&crt)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = worker.wait_with_output().unwrap();
+    let _ = api.kill();
+    let _ = api.wait();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "the API server at https://{endpoint} answers; 3s to join from now"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("join: timed out 3s after the API server first answered: kubeadm join did not succeed in 1 attempts"),
+        "{stderr}"
+    );
+    // It waited longer than its join budget before the API server came up,
+    // and still tried to join.
+    assert!(took > std::time::Duration::from_secs(6), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(40), "{took:?}");
+    let calls = std::fs::read_to_string(&called).unwrap_or_default();
+    assert!(calls.starts_with("join --config "), "{calls}");
 }

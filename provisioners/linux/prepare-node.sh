@@ -11,8 +11,13 @@
 # reached it fails with a message saying so.
 #
 # Environment:
-#   KUBERNETES_MINOR  the Kubernetes minor to install, "X.Y" (e.g. 1.36);
-#                     the newest patch release of it is installed and held
+#   KUBERNETES_MINOR  the Kubernetes minor to install, "X.Y" (e.g. 1.37)
+#   KUBERNETES_RELEASE
+#                     optional: the cluster's patch release "X.Y.Z", chosen
+#                     once (by the control plane's first prepare-node) and
+#                     installed exactly on every node after; without it the
+#                     newest patch of KUBERNETES_MINOR is installed. Either
+#                     way the packages are held
 #   PAUSE_IMAGE       the sandbox image of that version
 #                     (provisioners/kubernetes-versions.toml)
 #   NODE_ROLE         control-plane: pull every image kubeadm init needs;
@@ -28,7 +33,11 @@
 #   - installs containerd (the distribution's package) and writes
 #     /etc/containerd/config.toml from `containerd config default` with the
 #     systemd cgroup driver, PAUSE_IMAGE as the sandbox image and
-#     /opt/cni/bin for CNI plugins (containerd 1.x and 2.x layouts)
+#     /opt/cni/bin for CNI plugins (containerd 1.x and 2.x layouts);
+#     Kubernetes 1.36 and later need containerd 2.x: without one it fails
+#     saying so
+#   - after kubeadm is installed, takes the sandbox image kubeadm names
+#     (`kubeadm config images list`) when the table's differs
 #   - adds the pkgs.k8s.io repository of KUBERNETES_MINOR (key dearmored to
 #     /etc/apt/keyrings/kubernetes-apt-keyring.gpg), installs kubelet,
 #     kubeadm, kubectl, cri-tools and kubernetes-cni, holds the first three
@@ -62,6 +71,10 @@ fail() {
 
 if [[ ! "$KUBERNETES_MINOR" =~ ^[0-9]+\.[0-9]+$ ]]; then
   fail "KUBERNETES_MINOR is '$KUBERNETES_MINOR', not X.Y"
+fi
+readonly KUBERNETES_RELEASE=${KUBERNETES_RELEASE:-}
+if [[ -n "$KUBERNETES_RELEASE" && ! "$KUBERNETES_RELEASE" =~ ^${KUBERNETES_MINOR//./\\.}\.[0-9]+$ ]]; then
+  fail "KUBERNETES_RELEASE is '$KUBERNETES_RELEASE', not a $KUBERNETES_MINOR.Z release"
 fi
 case "$NODE_ROLE" in
   control-plane | worker) ;;
@@ -267,42 +280,77 @@ edit_containerd_config() {
 }
 # <<< containerd config editing
 
+# containerd_major: the major version of the installed containerd ("1", "2").
+containerd_major() {
+  local v
+  v=$(containerd --version 2>/dev/null | awk '{print $3}')
+  v=${v#v}
+  printf '%s' "${v%%.*}"
+}
+
+# needs_containerd_2 MINOR: Kubernetes 1.36 and later need containerd 2.x
+# (1.35 is the last release that supports 1.x; 1.38 drops the kubelet's
+# fallback for it).
+needs_containerd_2() {
+  local major=${1%%.*} minor=${1#*.}
+  ((major > 1 || (major == 1 && minor >= 36)))
+}
+
+if needs_containerd_2 "$KUBERNETES_MINOR" && [[ "$(containerd_major)" -lt 2 ]]; then
+  fail "Kubernetes $KUBERNETES_MINOR needs containerd 2.x, but this node's distribution packages give containerd $(containerd --version 2>/dev/null | awk '{print $3}') ($os_id $os_version): no containerd 2.x can be had here; choose Kubernetes 1.35 (--kubernetes-version 1.35) or an image whose distribution ships containerd 2"
+fi
+
 generated=$(mktemp /tmp/devcluster-containerd.XXXXXX)
 trap 'rm -f "$generated"' EXIT
-containerd config default >"$generated"
-if ! layout=$(edit_containerd_config "$generated" "$PAUSE_IMAGE" "$CNI_BIN_DIR"); then
-  fail "containerd $(containerd --version 2>/dev/null || true): 'containerd config default' has neither the 1.x nor the 2.x CRI plugin table; cannot configure it"
-fi
-if [[ -f "$CONTAINERD_CONFIG" ]] && cmp -s "$generated" "$CONTAINERD_CONFIG"; then
-  say "containerd ($layout layout): $CONTAINERD_CONFIG already configured"
-else
-  mkdir -p "$(dirname "$CONTAINERD_CONFIG")"
-  install -m 0644 "$generated" "$CONTAINERD_CONFIG"
-  if ! systemctl restart containerd; then
-    fail "containerd does not start with the new $CONTAINERD_CONFIG (see journalctl -u containerd)"
+
+# configure_containerd PAUSE: writes devcluster's containerd configuration
+# with PAUSE as the sandbox image (when it changed), restarts containerd,
+# and checks what containerd really runs with.
+configure_containerd() {
+  local pause=$1 layout dump
+  containerd config default >"$generated"
+  if ! layout=$(edit_containerd_config "$generated" "$pause" "$CNI_BIN_DIR"); then
+    fail "containerd $(containerd --version 2>/dev/null || true): 'containerd config default' has neither the 1.x nor the 2.x CRI plugin table; cannot configure it"
   fi
-  say "containerd ($layout layout): wrote $CONTAINERD_CONFIG (systemd cgroups, sandbox $PAUSE_IMAGE, CNI in $CNI_BIN_DIR) and restarted it"
-fi
-systemctl enable --now containerd >/dev/null 2>&1 || systemctl enable --now containerd
-# What containerd really runs with, not what we think we wrote.
-dump=$(containerd config dump)
-if ! grep -Eq '^[[:space:]]*SystemdCgroup = true' <<<"$dump"; then
-  fail "containerd does not use the systemd cgroup driver after writing $CONTAINERD_CONFIG"
-fi
-if ! grep -qF "$PAUSE_IMAGE" <<<"$dump"; then
-  fail "containerd's sandbox image is not $PAUSE_IMAGE after writing $CONTAINERD_CONFIG"
-fi
+  if [[ -f "$CONTAINERD_CONFIG" ]] && cmp -s "$generated" "$CONTAINERD_CONFIG"; then
+    say "containerd ($layout layout): $CONTAINERD_CONFIG already configured"
+  else
+    mkdir -p "$(dirname "$CONTAINERD_CONFIG")"
+    install -m 0644 "$generated" "$CONTAINERD_CONFIG"
+    if ! systemctl restart containerd; then
+      fail "containerd does not start with the new $CONTAINERD_CONFIG (see journalctl -u containerd)"
+    fi
+    say "containerd ($layout layout): wrote $CONTAINERD_CONFIG (systemd cgroups, sandbox $pause, CNI in $CNI_BIN_DIR) and restarted it"
+  fi
+  systemctl enable --now containerd >/dev/null 2>&1 || systemctl enable --now containerd
+  # What containerd really runs with, not what we think we wrote.
+  dump=$(containerd config dump)
+  if ! grep -Eq '^[[:space:]]*SystemdCgroup = true' <<<"$dump"; then
+    fail "containerd does not use the systemd cgroup driver after writing $CONTAINERD_CONFIG"
+  fi
+  if ! grep -qF "$pause" <<<"$dump"; then
+    fail "containerd's sandbox image is not $pause after writing $CONTAINERD_CONFIG"
+  fi
+}
+configure_containerd "$PAUSE_IMAGE"
 
 # --- the Kubernetes package repository ------------------------------------------------
 
-have_minor() {
+# have_wanted: the installed kubeadm is the cluster's release, or (none
+# chosen yet) a release of its minor.
+have_wanted() {
   local v
   v=$(kubeadm version -o short 2>/dev/null || true)
-  [[ "$v" == "v$KUBERNETES_MINOR."* ]]
+  if [[ -n "$KUBERNETES_RELEASE" ]]; then
+    [[ "$v" == "v$KUBERNETES_RELEASE" ]]
+  else
+    [[ "$v" == "v$KUBERNETES_MINOR."* ]]
+  fi
 }
+wanted_label=${KUBERNETES_RELEASE:-$KUBERNETES_MINOR}
 
 readonly K8S_PACKAGES=(kubelet kubeadm kubectl cri-tools kubernetes-cni)
-if installed "${K8S_PACKAGES[@]}" && have_minor; then
+if installed "${K8S_PACKAGES[@]}" && have_wanted; then
   say "kubernetes: kubelet, kubeadm, kubectl $(kubeadm version -o short) already installed"
 else
   install -d -m 0755 /etc/apt/keyrings
@@ -333,8 +381,17 @@ else
   # The packages' dependencies come from the distribution: its lists must
   # be fresh too (a cloud image may ship none).
   apt_update
-  "${APT[@]}" install -y --allow-change-held-packages "${K8S_PACKAGES[@]}"
-  have_minor || fail "kubeadm is $(kubeadm version -o short 2>/dev/null || echo missing) after installing from ${REPO}, not $KUBERNETES_MINOR"
+  install_list=("${K8S_PACKAGES[@]}")
+  if [[ -n "$KUBERNETES_RELEASE" ]]; then
+    # pkgs.k8s.io versions are X.Y.Z-<build>: any build of the release.
+    install_list=(kubelet="$KUBERNETES_RELEASE-*" kubeadm="$KUBERNETES_RELEASE-*"
+      kubectl="$KUBERNETES_RELEASE-*" cri-tools kubernetes-cni)
+    if [[ -z "$(apt-cache madison kubeadm 2>/dev/null | awk -v r="$KUBERNETES_RELEASE-" 'index($3, r) == 1' || true)" ]]; then
+      fail "the Kubernetes package repository ${REPO} has no kubeadm $KUBERNETES_RELEASE, this cluster's release"
+    fi
+  fi
+  "${APT[@]}" install -y --allow-change-held-packages --allow-downgrades "${install_list[@]}"
+  have_wanted || fail "kubeadm is $(kubeadm version -o short 2>/dev/null || echo missing) after installing from ${REPO}, not $wanted_label"
   say "kubernetes: installed kubelet, kubeadm, kubectl $(kubeadm version -o short)"
 fi
 apt-mark hold kubelet kubeadm kubectl >/dev/null
@@ -354,9 +411,14 @@ mapfile -t images < <(kubeadm config images list --kubernetes-version "$version"
 if [[ "${#images[@]}" -eq 0 ]]; then
   fail "kubeadm config images list printed no images for $version"
 fi
+# The sandbox image is the one this kubeadm names: a stale table must not
+# leave containerd asking a registry for a pause image nobody pulled.
+pause=$PAUSE_IMAGE
 expected_pause=$(printf '%s\n' "${images[@]}" | grep -F '/pause:' || true)
 if [[ -n "$expected_pause" && "$expected_pause" != "$PAUSE_IMAGE" ]]; then
-  say "images: note: kubeadm $version expects the sandbox image $expected_pause, devcluster configured $PAUSE_IMAGE (provisioners/kubernetes-versions.toml)"
+  say "images: note: kubeadm $version names the sandbox image $expected_pause, not $PAUSE_IMAGE (provisioners/kubernetes-versions.toml is stale): using kubeadm's"
+  pause=$expected_pause
+  configure_containerd "$pause"
 fi
 wanted=()
 for image in "${images[@]}"; do
@@ -364,7 +426,7 @@ for image in "${images[@]}"; do
     wanted+=("$image")
   fi
 done
-wanted+=("$PAUSE_IMAGE")
+wanted+=("$pause")
 pulled=0
 for image in "${wanted[@]}"; do
   if crictl inspecti "$image" >/dev/null 2>&1; then

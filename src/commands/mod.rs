@@ -84,6 +84,14 @@ pub async fn provision(
         .map(|(k, v)| (k.clone(), v.completed_steps.clone()))
         .collect();
     let plan = st.plan.clone();
+    let mut scope = scope.clone();
+    scope.rejoin = st
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.rejoin)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let scope = &scope;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let progress = crate::ui::NodeProgress::new(
         ctx.printer,

@@ -5,7 +5,7 @@
 //! runs its steps. On an initialised cluster it joins: the bootstrap token
 //! from `up` lives 24 hours, so when the API server no longer has it, a
 //! fresh one is registered first (as `kubeadm token create` does) and
-//! kept as the cluster's token. On a cluster whose control plane is not
+//! kept as the cluster's token ([`crate::kube::token`], shared with `up`). On a cluster whose control plane is not
 //! initialised yet, the node is prepared and `up` joins it later.
 //!
 //! `remove NODE` cordons and drains the worker through the API server
@@ -28,15 +28,11 @@ use crate::plan::{Os, Plan, Role};
 use crate::providers::Provider;
 use crate::state::{self, ClusterLock, ClusterState, NodePhase};
 
-/// How long a worker may take to become Ready after joining.
-const NODE_READY_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the API server may take to answer before `node add/remove`
 /// gives up on it.
 const API_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long draining may take.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
-/// A fresh bootstrap token lives this long (kubeadm's default).
-const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub fn node(ctx: &Ctx, cmd: &NodeCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
@@ -132,12 +128,10 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         if join {
             let kube = answering_client(ctx, &st).await?;
             let token = crate::pki::ensure(&ctx.dirs, &st.plan)?.bootstrap_token;
-            if !client::token_still_valid(&kube, token.expose()).await? {
-                // Registered with the cluster before it is kept, so the
-                // file never holds a token the cluster does not know.
-                let fresh = crate::pki::generate_bootstrap_token()?;
-                client::create_bootstrap_token(&kube, fresh.expose(), TOKEN_TTL).await?;
-                crate::pki::keep_bootstrap_token(&ctx.dirs, name, &fresh)?;
+            if crate::kube::token::ensure_joinable(&kube, &ctx.dirs, name, &token)
+                .await?
+                .renew()
+            {
                 p.info("the bootstrap token from `up` has expired: registered a new one");
             }
         }
@@ -185,7 +179,8 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         if join {
             let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
             p.info(format!("waiting for {new} to be Ready"));
-            client::wait_nodes_ready(&kube, std::slice::from_ref(&new), NODE_READY_TIMEOUT).await?;
+            let ready = crate::provision::deadlines::Deadlines::for_plan(&st.plan).nodes_ready;
+            client::wait_nodes_ready(&kube, std::slice::from_ref(&new), ready).await?;
         }
         anyhow::Ok(())
     });

@@ -28,6 +28,9 @@ pub struct NodeStatus {
     pub kubernetes: Option<String>,
     /// The node's kubelet version, as it reports it.
     pub kubelet_version: Option<String>,
+    /// A Windows node's build (`node.kubernetes.io/windows-build`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows_build: Option<String>,
     pub last_step: Option<String>,
     /// The golden disk the node's disk is a clone of (see `images list`).
     pub golden_disk: Option<String>,
@@ -68,6 +71,7 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                     ssh: None,
                     kubernetes: None,
                     kubelet_version: None,
+                    windows_build: None,
                     last_step: ns.last_step().map(str::to_string),
                     golden_disk: ns.from_golden.clone(),
                 }
@@ -98,7 +102,11 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
                         },
                         n.phase.clone(),
                         n.kubernetes.clone().unwrap_or_else(|| "-".into()),
-                        n.kubelet_version.clone().unwrap_or_else(|| "-".into()),
+                        match (&n.kubelet_version, &n.windows_build) {
+                            (Some(v), Some(b)) => format!("{v}, build {b}"),
+                            (Some(v), None) => v.clone(),
+                            (None, _) => "-".into(),
+                        },
                         n.last_step.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
@@ -194,8 +202,25 @@ async fn kubernetes(ctx: &Ctx, st: &ClusterState, status: &mut ClusterStatus) {
                 let (readiness, version) = client::node_readiness(nodes, &n.name);
                 n.kubernetes = Some(readiness);
                 n.kubelet_version = version;
+                if n.os == crate::plan::Os::Windows.as_str() {
+                    windows_status(nodes, n);
+                }
             }
             Err(e) => n.kubernetes = Some(format!("API unreachable: {e}")),
         }
+    }
+}
+
+/// A Windows node: its build, and readiness including its network agent
+/// (`crate::kube::windows::windows_node_not_ready`).
+fn windows_status(nodes: &[k8s_openapi::api::core::v1::Node], n: &mut NodeStatus) {
+    use crate::kube::windows;
+    n.windows_build = windows::windows_build(nodes, &n.name);
+    if let Some(node) = nodes
+        .iter()
+        .find(|x| x.metadata.name.as_deref() == Some(n.name.as_str()))
+        && let Some(why) = windows::windows_node_not_ready(node, &n.ip)
+    {
+        n.kubernetes = Some(format!("NotReady: {why}"));
     }
 }

@@ -14,6 +14,7 @@ use crate::machines;
 use crate::pki;
 use crate::plan::{self, Plan, Surroundings};
 use crate::providers::{self, Provider, ProviderConfig};
+use crate::provision::deadlines::Deadlines;
 use crate::spec::{self, Layer, Spec, Val};
 use crate::state::{self, ClusterLock, ClusterState, Listed, NodePhase};
 use crate::ui::{self, OutputFormat};
@@ -104,7 +105,7 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
             st.plan.provider = provider.kind();
         }
         state::save(&ctx.dirs, &st)?;
-        let secrets = pki::ensure(&ctx.dirs, &st.plan)
+        let mut secrets = pki::ensure(&ctx.dirs, &st.plan)
             .context("preparing the cluster's keys and certificates")?;
         for notice in provider.prepare_create().await? {
             p.warn(notice);
@@ -144,6 +145,24 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
         }
         state::save(&ctx.dirs, &st)?;
         r?;
+
+        if st.plan.kubernetes && st.joins_pending_after_init() {
+            // A worker joins an API server from an earlier run, whose
+            // token may have expired since: the same check as `node add`.
+            let kube = client_from_admin(&secrets).await?;
+            crate::kube::client::wait_api_healthy(&kube, Deadlines::for_plan(&st.plan).api_healthy)
+                .await
+                .context("the API server must answer before a worker joins it")?;
+            let token = &secrets.bootstrap_token;
+            if crate::kube::token::ensure_joinable(&kube, &ctx.dirs, &st.name, token)
+                .await?
+                .renew()
+            {
+                p.info("the bootstrap token from the first `up` has expired: registered a new one");
+                secrets = pki::ensure(&ctx.dirs, &st.plan)
+                    .context("reading the cluster's keys and certificates")?;
+            }
+        }
 
         let machines_took = started.elapsed();
         // Per node, in parallel: SSH with the pinned host key, then steps.
@@ -211,13 +230,14 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
     Ok(ExitStatus::Success)
 }
 
-/// How long each readiness wait may take.
-const NODES_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-const PODS_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+async fn client_from_admin(secrets: &pki::ClusterSecrets) -> anyhow::Result<kube::Client> {
+    Ok(crate::kube::client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?)
+}
 
 /// From the host, with the admin kubeconfig: every planned node Ready,
 /// then the pod network's and CoreDNS's pods. Each wait is bounded and says
-/// what is not ready on timeout.
+/// what is not ready on timeout (the plan's [`Deadlines`]: longer under
+/// software emulation).
 async fn wait_ready(
     ctx: &Ctx,
     st: &ClusterState,
@@ -225,23 +245,30 @@ async fn wait_ready(
 ) -> anyhow::Result<()> {
     use crate::kube::{client, flannel};
     let p = &ctx.printer;
+    let deadlines = Deadlines::for_plan(&st.plan);
     let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
-    client::wait_api_healthy(&kube, machines::API_TIMEOUT).await?;
+    client::wait_api_healthy(&kube, deadlines.api_healthy).await?;
     let names: Vec<String> = st.plan.nodes.iter().map(|n| n.name.clone()).collect();
     p.info(format!(
         "waiting for nodes {} to be Ready",
         names.join(", ")
     ));
-    client::wait_nodes_ready(&kube, &names, NODES_READY_TIMEOUT).await?;
+    client::wait_nodes_ready(&kube, &names, deadlines.nodes_ready).await?;
     p.info("waiting for the pod network (flannel) and CoreDNS");
     client::wait_pods_ready(
         &kube,
         flannel::NAMESPACE,
         flannel::POD_SELECTOR,
-        PODS_READY_TIMEOUT,
+        deadlines.pods_ready,
     )
     .await?;
-    client::wait_pods_ready(&kube, "kube-system", "k8s-app=kube-dns", PODS_READY_TIMEOUT).await?;
+    client::wait_pods_ready(
+        &kube,
+        "kube-system",
+        "k8s-app=kube-dns",
+        deadlines.pods_ready,
+    )
+    .await?;
     Ok(())
 }
 
@@ -282,6 +309,10 @@ fn summary(
     for line in golden {
         out.push('\n');
         out.push_str(line);
+    }
+    if let Some(example) = crate::kube::windows::summary_example(&st.plan, &[]) {
+        out.push_str("\n\n");
+        out.push_str(&example);
     }
     out
 }

@@ -657,7 +657,7 @@ pub async fn drain_and_delete_node(
 // --- bootstrap tokens --------------------------------------------------------------
 
 /// The name of the kube-system Secret of the bootstrap token with `id`.
-fn token_secret_name(id: &str) -> String {
+pub fn token_secret_name(id: &str) -> String {
     format!("bootstrap-token-{id}")
 }
 
@@ -726,26 +726,6 @@ pub fn bootstrap_token_usable(
             time::OffsetDateTime::parse(&exp, &time::format_description::well_known::Rfc3339)
                 .is_ok_and(|exp| exp > now + margin)
         }
-    }
-}
-
-/// Whether `token` can still join a node for 10 minutes: its Secret
-/// exists (the token cleaner deletes expired ones) and has not expired.
-pub async fn token_still_valid(client: &Client, token: &str) -> Result<bool, KubeError> {
-    let name = token_secret_name(token.split('.').next().unwrap_or_default());
-    let api: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(client.clone(), "kube-system");
-    match api.get_opt(&name).await {
-        Ok(Some(s)) => Ok(bootstrap_token_usable(
-            &s,
-            time::OffsetDateTime::now_utc(),
-            Duration::from_secs(600),
-        )),
-        Ok(None) => Ok(false),
-        Err(source) => Err(KubeError::Apply {
-            object: format!("Secret kube-system/{name} (read)"),
-            source,
-        }),
     }
 }
 

@@ -154,7 +154,26 @@ struct NodeRegistration {
     name: String,
     cri_socket: &'static str,
     kubelet_extra_args: ExtraArgs,
+    /// `None`: kubeadm's default (no taint on a worker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    taints: Option<Vec<Taint>>,
 }
+
+#[derive(Serialize)]
+struct Taint {
+    key: &'static str,
+    value: &'static str,
+    effect: &'static str,
+}
+
+/// The taint a Windows worker may carry (`[windows] taint`): Linux pods
+/// without an OS node selector (most charts) then never land on it.
+pub const WINDOWS_TAINT: (&str, &str, &str) = ("os", "windows", "NoSchedule");
+/// The label devcluster puts on its Windows workers (kubelet
+/// `--node-labels`; kubelet may set labels outside `kubernetes.io`).
+pub const WINDOWS_NODE_LABEL: &str = "devcluster.dev/windows-worker";
+/// Where a Windows worker's JoinConfiguration goes.
+pub const WINDOWS_JOIN_CONFIG_PATH: &str = "C:\\devcluster\\kubeadm-join.yaml";
 
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -249,7 +268,53 @@ fn node_registration(api: KubeadmApi, node: &NodePlan) -> NodeRegistration {
             Os::Windows => CRI_SOCKET_WINDOWS,
         },
         kubelet_extra_args,
+        taints: None,
     }
+}
+
+/// A Windows worker's `JoinConfiguration`: the Linux workers' (same token,
+/// CA hash, endpoint and timeouts) with containerd's named pipe, the
+/// node label [`WINDOWS_NODE_LABEL`] and, when `taint`, [`WINDOWS_TAINT`].
+/// Contains the bootstrap token.
+pub fn windows_join_config_with(
+    plan: &Plan,
+    node: &NodePlan,
+    token: &Secret,
+    ca_cert_hash: &str,
+    version: &KubernetesVersion,
+    taint: bool,
+) -> Result<Secret, Bug> {
+    if node.os != Os::Windows {
+        return Err(Bug(format!(
+            "Windows join config asked for {}, a {} node",
+            node.name,
+            node.os.as_str()
+        )));
+    }
+    let text = join_config_with(plan, node, token, ca_cert_hash, version)?;
+    let mut doc: serde_norway::Value = serde_norway::from_str(text.expose())
+        .map_err(|e| Bug(format!("cannot re-read the join config: {e}")))?;
+    let api = KubeadmApi::of(version)?;
+    let label = format!("{WINDOWS_NODE_LABEL}=true");
+    let reg = &mut doc["nodeRegistration"];
+    match api {
+        KubeadmApi::V1beta3 => {
+            reg["kubeletExtraArgs"]["node-labels"] = serde_norway::Value::from(label);
+        }
+        KubeadmApi::V1beta4 => {
+            if let Some(list) = reg["kubeletExtraArgs"].as_sequence_mut() {
+                list.push(to_value(Arg {
+                    name: "node-labels",
+                    value: label,
+                })?);
+            }
+        }
+    }
+    if taint {
+        let (key, value, effect) = WINDOWS_TAINT;
+        reg["taints"] = to_value([Taint { key, value, effect }])?;
+    }
+    Ok(Secret::new(yaml_documents(&[doc])?))
 }
 
 fn yaml_documents(docs: &[serde_norway::Value]) -> Result<String, Bug> {
@@ -499,7 +564,7 @@ pub(crate) mod tests {
 
     #[test]
     fn init_config_oldest_version() {
-        insta::assert_snapshot!(init("1.34"));
+        insta::assert_snapshot!(init("1.35"));
     }
 
     #[test]
@@ -509,7 +574,7 @@ pub(crate) mod tests {
 
     #[test]
     fn join_config_oldest_version() {
-        insta::assert_snapshot!(join("1.34", "dev-w1"));
+        insta::assert_snapshot!(join("1.35", "dev-w1"));
     }
 
     #[test]
@@ -597,6 +662,97 @@ pub(crate) mod tests {
         assert!(
             text.contains("criSocket: npipe:////./pipe/containerd-containerd\n"),
             "{text}"
+        );
+    }
+
+    fn windows_join_text(minor: &str, taint: bool) -> String {
+        let plan = plan(minor);
+        let node = plan.node("dev-win1").unwrap().clone();
+        windows_join_config_with(
+            &plan,
+            &node,
+            &Secret::new(TOKEN),
+            HASH,
+            version(minor),
+            taint,
+        )
+        .unwrap()
+        .expose()
+        .to_string()
+    }
+
+    fn windows_join(minor: &str, taint: bool) -> serde_norway::Value {
+        serde_norway::from_str(&windows_join_text(minor, taint)).unwrap()
+    }
+
+    #[test]
+    fn windows_join_config_snapshot() {
+        insta::assert_snapshot!(windows_join_text("1.36", true));
+    }
+
+    /// Each field against kubeadm v1beta4's JoinConfiguration
+    /// (k8s.io/kubernetes cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go):
+    /// discovery.bootstrapToken {apiServerEndpoint, token, caCertHashes},
+    /// nodeRegistration {name, criSocket, kubeletExtraArgs [{name, value}],
+    /// taints [{key, value, effect}]}, timeouts {kubeletHealthCheck,
+    /// tlsBootstrap}.
+    #[test]
+    fn windows_join_config_fields_are_kubeadm_v1beta4() {
+        let plan = plan("1.36");
+        let node = plan.node("dev-win1").unwrap();
+        let doc = windows_join("1.36", true);
+        assert_eq!(doc["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+        assert_eq!(doc["kind"].as_str(), Some("JoinConfiguration"));
+        let d = &doc["discovery"]["bootstrapToken"];
+        assert_eq!(
+            d["apiServerEndpoint"].as_str(),
+            Some(plan.network.api_endpoint.as_str())
+        );
+        assert_eq!(d["token"].as_str(), Some(TOKEN));
+        assert_eq!(d["caCertHashes"][0].as_str(), Some(HASH));
+        let r = &doc["nodeRegistration"];
+        assert_eq!(r["name"].as_str(), Some("dev-win1"));
+        assert_eq!(r["criSocket"].as_str(), Some(CRI_SOCKET_WINDOWS));
+        let args: Vec<(&str, &str)> = r["kubeletExtraArgs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| (a["name"].as_str().unwrap(), a["value"].as_str().unwrap()))
+            .collect();
+        let ip = node.ip.to_string();
+        assert_eq!(
+            args,
+            [
+                ("node-ip", ip.as_str()),
+                ("node-labels", "devcluster.dev/windows-worker=true")
+            ]
+        );
+        assert!(
+            args.iter().all(|(n, _)| *n != "pod-infra-container-image"),
+            "kubelet 1.34+ refuses --pod-infra-container-image"
+        );
+        assert_eq!(r["taints"][0]["key"].as_str(), Some("os"));
+        assert_eq!(r["taints"][0]["value"].as_str(), Some("windows"));
+        assert_eq!(r["taints"][0]["effect"].as_str(), Some("NoSchedule"));
+        assert_eq!(doc["timeouts"]["tlsBootstrap"].as_str(), Some(SLOW_TIMEOUT));
+        assert_eq!(
+            doc["timeouts"]["kubeletHealthCheck"].as_str(),
+            Some(SLOW_TIMEOUT)
+        );
+        let untainted = windows_join("1.36", false);
+        assert!(untainted["nodeRegistration"].get("taints").is_none());
+        let linux = join("1.36", "dev-w1");
+        assert!(!linux.contains("taints"), "{linux}");
+        assert!(
+            windows_join_config_with(
+                &plan,
+                plan.node("dev-w1").unwrap(),
+                &Secret::new(TOKEN),
+                HASH,
+                version("1.36"),
+                true
+            )
+            .is_err()
         );
     }
 

@@ -19,6 +19,8 @@
 pub mod client;
 pub mod flannel;
 pub mod kubeadm;
+pub mod token;
+pub mod windows;
 
 /// CoreDNS's namespace.
 pub const COREDNS_NAMESPACE: &str = "kube-system";

@@ -59,11 +59,13 @@
 //! boot time ([`Session::reboot`]) and runs the step again; the step exits
 //! 0 once nothing is left to do. At most [`MAX_REBOOTS`] per step.
 
+pub mod deadlines;
 pub mod log;
 pub mod remote;
 pub mod sftp;
 pub mod ssh;
 pub mod steps;
+pub mod windows_node;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -425,6 +427,36 @@ pub async fn step_done_in_guest(session: &Session, name: &str) -> Result<bool, S
         .await
         .map_err(ssh_err)?;
     Ok(out.code == 0)
+}
+
+/// Removes the done marker of step `name` from the guest, so that
+/// [`run_steps`] runs it again (a worker rejoining a re-created control
+/// plane).
+pub async fn forget_step(session: &Session, name: &str) -> Result<(), StepError> {
+    let command = session.target().privileged(&format!(
+        "rm -f {}",
+        shell_quote(&marker_path(session, name))
+    ));
+    let out = session
+        .exec_collect(&command, None)
+        .await
+        .map_err(|source| StepError::Ssh {
+            node: session.node().to_string(),
+            step: name.to_string(),
+            source,
+        })?;
+    if out.code != 0 {
+        return Err(StepError::Invalid {
+            node: session.node().to_string(),
+            step: name.to_string(),
+            source: Bug(format!(
+                "cannot remove {} (exit {})",
+                marker_path(session, name),
+                out.code
+            )),
+        });
+    }
+    Ok(())
 }
 
 /// Runs one step (see the module documentation) and returns how long it

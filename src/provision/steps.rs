@@ -1,8 +1,6 @@
 //! The step definitions: embedded scripts from `provisioners/` and the
 //! environment the plan gives them. Pure functions of the plan.
 
-use std::time::Duration;
-
 use crate::error::Bug;
 use crate::kube::kubeadm;
 use crate::pki::ClusterSecrets;
@@ -10,6 +8,7 @@ use crate::plan::{NodePlan, Os, Plan, Role};
 use crate::versions::KubernetesVersion;
 
 use super::Step;
+use super::deadlines::Deadlines;
 
 /// TEST ONLY: a step script whose name equals this variable's value prints
 /// a message and exits 3 before changing anything. The command layer
@@ -51,9 +50,6 @@ pub const PREPARE_NODE: &str = "prepare-node";
 pub const INIT_CONTROL_PLANE: &str = "init-control-plane";
 pub const JOIN: &str = "join";
 
-/// How long a worker's join step waits for the control plane in all.
-pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(900);
-
 /// The plan's Kubernetes version (a plan names a supported one).
 fn version(plan: &Plan) -> Result<&'static KubernetesVersion, Bug> {
     crate::versions::find(&plan.kubernetes_version).ok_or_else(|| {
@@ -76,15 +72,21 @@ fn linux(node: &NodePlan, step: &str) -> Result<(), Bug> {
     }
 }
 
-/// containerd, the Kubernetes packages of the plan's minor and the images
-/// of a Linux node (see the script's header). Needs the internet.
+/// containerd, the Kubernetes packages of the plan's minor (exactly the
+/// cluster's release once it is chosen) and the images of a Linux node (see
+/// the script's header). Needs the internet.
 pub fn prepare_node(plan: &Plan, node: &NodePlan) -> Result<Step, Bug> {
     linux(node, PREPARE_NODE)?;
     let v = version(plan)?;
-    Ok(Step::new(PREPARE_NODE, PREPARE_NODE_SCRIPT)
+    let mut step = Step::new(PREPARE_NODE, PREPARE_NODE_SCRIPT)
         .env("KUBERNETES_MINOR", &v.minor)
         .env("PAUSE_IMAGE", &v.pause_image)
-        .env("NODE_ROLE", node.role.as_str()))
+        .env("NODE_ROLE", node.role.as_str());
+    // The cluster's one patch release, once chosen (see Plan).
+    if let Some(release) = &plan.kubernetes_release {
+        step = step.env("KUBERNETES_RELEASE", release);
+    }
+    Ok(step)
 }
 
 /// `kubeadm init` on the control plane. Uploads the cluster CAs, the
@@ -115,14 +117,15 @@ pub fn init_control_plane(
     Ok(step)
 }
 
-/// `kubeadm join` of a Linux worker, waiting up to `timeout` in all for
-/// the control plane. Uploads the join config (with the bootstrap token)
-/// first; the token is scrubbed from the output.
+/// `kubeadm join` of a Linux worker: waits up to `deadlines.api_wait` for
+/// the API server to answer, then has `deadlines.join` from that moment
+/// (see [`super::deadlines`]). Uploads the join config (with the bootstrap
+/// token) first; the token is scrubbed from the output.
 pub fn join(
     plan: &Plan,
     node: &NodePlan,
     secrets: &ClusterSecrets,
-    timeout: Duration,
+    deadlines: &Deadlines,
 ) -> Result<Step, Bug> {
     linux(node, JOIN)?;
     if node.role != Role::Worker {
@@ -135,7 +138,12 @@ pub fn join(
     let mut step = Step::new(JOIN, JOIN_SCRIPT)
         .env("KUBEADM_CONFIG", kubeadm::JOIN_CONFIG_PATH)
         .env("API_ENDPOINT", &plan.network.api_endpoint)
-        .env("JOIN_TIMEOUT", timeout.as_secs().max(1).to_string())
+        .env("NODE_NAME", &node.name)
+        .env(
+            "API_WAIT_TIMEOUT",
+            deadlines.api_wait.as_secs().max(1).to_string(),
+        )
+        .env("JOIN_TIMEOUT", deadlines.join.as_secs().max(1).to_string())
         .redact(secrets.bootstrap_token.clone());
     for f in kubeadm::node_files(plan, node, secrets, v)? {
         step = step.file(f.path, f.content, f.mode);
@@ -145,7 +153,7 @@ pub fn join(
 
 /// The Kubernetes steps of a Linux node, in order, to run after
 /// [`prepare_os`]: `prepare-node`, then `init-control-plane` on the control
-/// plane or `join` (with [`DEFAULT_JOIN_TIMEOUT`]) on a worker. The test
+/// plane or `join` (with the plan's [`Deadlines`]) on a worker. The test
 /// hook ([`Step::with_test_hook_from_env`]) is the caller's to add.
 pub fn kubernetes_steps(
     plan: &Plan,
@@ -154,7 +162,7 @@ pub fn kubernetes_steps(
 ) -> Result<Vec<Step>, Bug> {
     let last = match node.role {
         Role::ControlPlane => init_control_plane(plan, node, secrets)?,
-        Role::Worker => join(plan, node, secrets, DEFAULT_JOIN_TIMEOUT)?,
+        Role::Worker => join(plan, node, secrets, &Deadlines::for_plan(plan))?,
     };
     Ok(vec![prepare_node(plan, node)?, last])
 }
@@ -313,7 +321,15 @@ mod tests {
         assert!(init.check().is_ok());
 
         let w1 = plan.node("dev-w1").unwrap();
+        let mut chosen = plan.clone();
+        chosen.kubernetes_release = Some(format!("{}.4", v.minor));
+        let release = format!("{}.4", v.minor);
+        assert_eq!(
+            env(&prepare_node(&chosen, w1).unwrap())[3],
+            ("KUBERNETES_RELEASE", release.as_str())
+        );
         let steps = kubernetes_steps(&plan, w1, &secrets).unwrap();
+        assert_eq!(env(&steps[0]).len(), 3, "no release chosen yet");
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["prepare-node", "join"]);
         assert_eq!(env(&steps[0])[2], ("NODE_ROLE", "worker"));
@@ -323,7 +339,9 @@ mod tests {
             [
                 ("KUBEADM_CONFIG", "/etc/devcluster/kubeadm-join.yaml"),
                 ("API_ENDPOINT", plan.network.api_endpoint.as_str()),
-                ("JOIN_TIMEOUT", "900"),
+                ("NODE_NAME", "dev-w1"),
+                ("API_WAIT_TIMEOUT", "1800"),
+                ("JOIN_TIMEOUT", "600"),
             ]
         );
         assert_eq!(join.files.len(), 1);
@@ -343,6 +361,6 @@ mod tests {
         assert!(kubernetes_steps(&plan, win, &secrets).is_err());
         let w1 = plan.node("dev-w1").unwrap();
         assert!(init_control_plane(&plan, w1, &secrets).is_err());
-        assert!(join(&plan, plan.control_plane(), &secrets, DEFAULT_JOIN_TIMEOUT).is_err());
+        assert!(join(&plan, plan.control_plane(), &secrets, &Deadlines::scaled(1)).is_err());
     }
 }

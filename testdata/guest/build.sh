@@ -13,13 +13,47 @@
 #
 # Environment:
 #   DEVCLUSTER_GUEST_CACHE  cache directory (default: <this dir>/cache)
-#   DEBIAN_MIRROR           debootstrap mirror (default: http://deb.debian.org/debian)
+#   DEBIAN_MIRROR           debootstrap mirror (default: the first Debian
+#                           archive this machine's apt sources name; the
+#                           recipe names no mirror host of its own)
 set -euo pipefail
 
 t0=$(date +%s)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${DEVCLUSTER_GUEST_CACHE:-$here/cache}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+# apt_mirror: the first Debian archive (not a -security or -updates suite)
+# in this machine's apt sources: one-line `deb URI SUITE ...` lists and
+# deb822 `.sources` files.
+apt_mirror() {
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r "$f" ]] || continue
+        awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+             if ($(i + 1) !~ /-(security|updates|backports)$/) { print $i; exit } }' "$f"
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r "$f" ]] || continue
+        # One stanza per blank-line-separated paragraph.
+        awk 'BEGIN { RS = ""; FS = "\n" }
+             { uri = ""; suites = ""; deb = 0
+               for (i = 1; i <= NF; i++) {
+                 if ($i ~ /^Types:.*(^|[ \t])deb([ \t]|$)/) deb = 1
+                 if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
+                 if ($i ~ /^Suites:/) suites = $i
+               }
+               if (deb && uri != "" && suites !~ /-security/) { print uri; exit } }' "$f"
+    done
+}
+if [[ -n "${DEBIAN_MIRROR:-}" ]]; then
+    mirror=$DEBIAN_MIRROR
+else
+    mirror=$(apt_mirror | head -n 1)
+    if [[ -z "$mirror" ]]; then
+        echo "build.sh: this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/) name no Debian archive; set DEBIAN_MIRROR to one" >&2
+        exit 1
+    fi
+fi
 image_name=debian-12-devcluster.qcow2
 
 suite=bookworm
