@@ -830,9 +830,7 @@ pub fn kubeconfig(files: &[(PathBuf, KubeconfigFacts)]) -> Check {
                 return Check::fail(
                     NAME,
                     format!("{p} does not exist and cannot be created"),
-                    format!(
-                        "create its directory and make it yours, or set KUBECONFIG to a file you can write"
-                    ),
+                    "create its directory and make it yours, or set KUBECONFIG to a file you can write",
                 );
             }
             KubeconfigFacts::Present { .. } => found.push(format!("{p} (parses, writable)")),
