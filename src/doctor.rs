@@ -797,6 +797,11 @@ pub fn kubeconfig(files: &[(PathBuf, KubeconfigFacts)]) -> Check {
             "set KUBECONFIG to a file path",
         );
     }
+    // kubectl creates only its default file when none exists: a missing
+    // file beside an existing one needs nothing.
+    let any_present = files
+        .iter()
+        .any(|(_, f)| matches!(f, KubeconfigFacts::Present { .. }));
     let mut found = Vec::new();
     for (path, f) in files {
         let p = path.display();
@@ -826,7 +831,7 @@ pub fn kubeconfig(files: &[(PathBuf, KubeconfigFacts)]) -> Check {
                     },
                 );
             }
-            KubeconfigFacts::Missing { creatable: false } => {
+            KubeconfigFacts::Missing { creatable: false } if !any_present => {
                 return Check::fail(
                     NAME,
                     format!("{p} does not exist and cannot be created"),
@@ -837,6 +842,7 @@ pub fn kubeconfig(files: &[(PathBuf, KubeconfigFacts)]) -> Check {
             KubeconfigFacts::Missing { creatable: true } => {
                 found.push(format!("{p} (not there yet; will be created)"))
             }
+            KubeconfigFacts::Missing { creatable: false } => found.push(format!("{p} (absent)")),
         }
     }
     Check::ok(NAME, found.join(", "))

@@ -346,8 +346,17 @@ fn kubeconfig_files() {
     assert!(c.found.contains("not writable"));
     let new = KubeconfigFacts::Missing { creatable: true };
     assert_eq!(kubeconfig(&[(a.clone(), new)]).status, Status::Ok);
-    let c = kubeconfig(&[(a, KubeconfigFacts::Missing { creatable: false })]);
+    let c = kubeconfig(&[(a.clone(), KubeconfigFacts::Missing { creatable: false })]);
     assert_eq!(c.status, Status::Fail);
+    // KUBECONFIG=a:b with b absent: kubectl (and devcluster) use a.
+    let c = kubeconfig(&[
+        (a, ok.clone()),
+        (
+            PathBuf::from("/nope/b"),
+            KubeconfigFacts::Missing { creatable: false },
+        ),
+    ]);
+    assert_eq!(c.status, Status::Ok, "{c:?}");
     assert_eq!(kubeconfig(&[]).status, Status::Fail);
 }
 
