@@ -34,12 +34,41 @@ fn check<'a>(doc: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {name} in {doc:#}"))
 }
 
+/// Runs doctor on this host, which passes but for free disk: the build
+/// machines are shared and their disk runs nearly full at times, which
+/// deserves a failure. Any failed check must be a disk check, and then the
+/// exit code is 1.
+fn doctor_on_this_host(t: &Test, args: &[&str]) -> (Value, String) {
+    let a = doctor(t, args, &[]);
+    let out = a.get_output();
+    let code = out.status.code();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let doc = if args.contains(&"json") {
+        serde_json::from_str(&stdout).unwrap()
+    } else {
+        json(&doctor(t, &["-o", "json"], &[]))
+    };
+    let failed: Vec<&Value> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .collect();
+    for c in &failed {
+        let name = c["name"].as_str().unwrap();
+        assert!(name.starts_with("resources.disk"), "{c}");
+        eprintln!("this machine is short of disk: {c}");
+    }
+    let want = if failed.is_empty() { 0 } else { 1 };
+    assert_eq!(code, Some(want), "{stdout}");
+    assert_eq!(doc["passed"], failed.is_empty());
+    (doc, stdout)
+}
+
 #[test]
 fn a_healthy_host_passes_with_the_libvirt_checks_ok() {
     let t = Test::new();
-    let a = doctor(&t, &["-o", "json"], &[]).code(0);
-    let doc = json(&a);
-    assert_eq!(doc["passed"], true, "{doc:#}");
+    let (doc, _) = doctor_on_this_host(&t, &["-o", "json"]);
     let checks = doc["checks"].as_array().unwrap();
     // Every check has exactly these fields, a known status, and a fix
     // whenever it is a warning or a failure.
@@ -59,7 +88,6 @@ fn a_healthy_host_passes_with_the_libvirt_checks_ok() {
     for s in ["ok", "warn", "fail", "skipped"] {
         assert_eq!(counts[s].as_u64(), Some(n(s)), "{s}");
     }
-    assert_eq!(n("fail"), 0);
     for name in [
         "host.os",
         "libvirt.reachable",
@@ -84,7 +112,10 @@ fn a_healthy_host_passes_with_the_libvirt_checks_ok() {
         .iter()
         .filter(|c| c["name"].as_str().unwrap().starts_with("resources.disk"))
     {
-        assert!(c["status"] == "ok" || c["status"] == "warn", "{c}");
+        assert!(
+            c["status"] == "ok" || c["status"] == "warn" || c["status"] == "fail",
+            "{c}"
+        );
     }
     let reach = check(&doc, "libvirt.reachable")["found"].as_str().unwrap();
     assert!(
@@ -115,12 +146,11 @@ fn a_healthy_host_passes_with_the_libvirt_checks_ok() {
         other => panic!("KVM check {other}: {kvm}"),
     }
     // The KVM verdict is cached for this boot: the second run says so.
-    let doc = json(&doctor(&t, &["-o", "json"], &[]).code(0));
+    let (doc, _) = doctor_on_this_host(&t, &["-o", "json"]);
     let kvm = check(&doc, "host.virtualization");
     assert!(kvm["found"].as_str().unwrap().contains("cached"), "{kvm}");
     // The table names the same checks.
-    let a = doctor(&t, &[], &[]).code(0);
-    let table = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    let (_, table) = doctor_on_this_host(&t, &[]);
     assert!(table.starts_with("CHECK"), "{table}");
     assert!(
         table
@@ -229,7 +259,7 @@ fn up_stops_on_a_failed_check_before_creating_anything() {
     let mut t = Test::new();
     t.file(
         "devcluster.toml",
-        "[network]\nnode_cidr = \"192.168.252.0/24\"\n",
+        "workers = 0\n[network]\nnode_cidr = \"192.168.252.0/24\"\n",
     );
     let kube = t.user_home().join(".kube/config");
     std::fs::create_dir_all(kube.parent().unwrap()).unwrap();
@@ -247,26 +277,47 @@ fn up_stops_on_a_failed_check_before_creating_anything() {
         .env("DEVCLUSTER_LIBVIRT_URI", "test:///default")
         .run()
         .status(1)
-        .stderr_has("error: host check files.kubeconfig failed: ")
-        .stderr_has("does not parse")
+        .stderr_has("error: host check ")
         .stderr_has("`devcluster doctor` runs every check");
-    assert!(
-        run.stderr.contains(&kube.display().to_string()),
-        "{}",
-        run.stderr
-    );
     // Nothing of the cluster was written (the lock file aside).
     let written: Vec<_> = files_under(&t.home())
         .into_iter()
         .filter(|p| p.is_file() && !p.to_string_lossy().contains("/locks/"))
         .collect();
     assert!(written.is_empty(), "{written:?}");
-    // doctor reports the same words.
-    let doc = json(&doctor(&t, &["-o", "json"], &[]).code(1));
+    // doctor reports the same words and fix: the kubeconfig's failure (or,
+    // on a machine short of disk, the disk check that comes before it).
+    let doc = json(
+        &doctor(
+            &t,
+            &["--cluster", "drup", "--provider", "libvirt", "-o", "json"],
+            &[("DEVCLUSTER_LIBVIRT_URI", "test:///default")],
+        )
+        .code(1),
+    );
     let k = check(&doc, "files.kubeconfig");
+    assert_eq!(k["status"], "fail");
+    let kfound = k["found"].as_str().unwrap();
+    assert!(kfound.contains(&kube.display().to_string()), "{kfound}");
+    assert!(kfound.contains("does not parse"), "{kfound}");
+    let first = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("error: host check "))
+        .unwrap();
+    let (name, found) = first.split_once(" failed: ").unwrap();
     assert!(
-        run.stderr.contains(k["found"].as_str().unwrap()),
-        "{}",
-        run.stderr
+        name == "files.kubeconfig" || name.starts_with("resources.disk"),
+        "{first}"
+    );
+    let c = check(&doc, name);
+    assert_eq!(c["status"], "fail");
+    assert_eq!(c["found"], found, "{}", run.stderr);
+    let hint = format!("hint: {}", c["fix"].as_str().unwrap());
+    assert!(run.stderr.contains(&hint), "{}", run.stderr);
+    // The kubeconfig is left exactly as it was.
+    assert_eq!(
+        std::fs::read_to_string(&kube).unwrap(),
+        "clusters: [unclosed\n"
     );
 }

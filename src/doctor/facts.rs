@@ -249,14 +249,9 @@ fn memory() -> Option<super::Memory> {
     {
         return Some(m);
     }
-    use sysinfo::{MemoryRefreshKind, RefreshKind, System};
-    let sys = System::new_with_specifics(
-        RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
-    )
-    .ok()?;
-    (sys.total_memory() > 0).then(|| super::Memory {
-        total_mib: sys.total_memory() / (1024 * 1024),
-        available_mib: sys.available_memory() / (1024 * 1024),
+    crate::host::memory_mib().map(|(total_mib, available_mib)| super::Memory {
+        total_mib,
+        available_mib,
     })
 }
 
