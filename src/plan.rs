@@ -16,7 +16,11 @@
 //! The subnet is the first candidate `192.168.100.0/24` ... `192.168.199.0/24`
 //! that overlaps none of the host's interface networks and routes and no
 //! other devcluster cluster. Once chosen it is kept in the cluster's state
-//! for its whole life: certificates name the control-plane IP.
+//! for its whole life: certificates name the control-plane IP. Hyper-V
+//! clusters share one NetNat, so theirs come from inside its prefix
+//! instead ([`HYPERV_NAT_PREFIX`]: `192.168.240.0/24` ... `192.168.255.0/24`),
+//! and as that switch has no DNS their nodes get public resolvers
+//! ([`HYPERV_RESOLVERS`]).
 
 use std::net::Ipv4Addr;
 
@@ -83,6 +87,10 @@ pub struct NetworkPlan {
     pub cluster_dns: Ipv4Addr,
     /// `IP:6443` of the control plane: kubeadm's controlPlaneEndpoint.
     pub api_endpoint: String,
+    /// The nodes' DNS resolvers when the cluster network has no DNS of its
+    /// own (Hyper-V's internal switch); empty: the gateway answers DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +137,25 @@ pub fn candidate_subnets() -> impl Iterator<Item = Cidr> {
     (100u8..=199).map(|third| Cidr::containing(Ipv4Addr::new(192, 168, third, 0), 24))
 }
 
+/// The one NetNat prefix every devcluster Hyper-V cluster's /24 lies in
+/// (`providers::hyperv::NAT_PREFIX`).
+pub const HYPERV_NAT_PREFIX: &str = crate::providers::hyperv::NAT_PREFIX;
+
+/// Resolvers of nodes on Hyper-V, whose internal switch answers no DNS.
+pub const HYPERV_RESOLVERS: [Ipv4Addr; 2] = [Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(8, 8, 8, 8)];
+
+/// Whether the plan is for Hyper-V's shared NAT: asked for, or `auto` on
+/// Windows (where Hyper-V is tried first).
+fn uses_hyperv_nat(spec: &Spec) -> bool {
+    spec.provider.value == ProviderKind::Hyperv
+        || (spec.provider.value == ProviderKind::Auto && cfg!(windows))
+}
+
+/// The candidate subnets of a Hyper-V cluster: the /24s of the NAT prefix.
+pub fn hyperv_candidate_subnets() -> impl Iterator<Item = Cidr> {
+    (240u8..=255).map(|third| Cidr::containing(Ipv4Addr::new(192, 168, third, 0), 24))
+}
+
 /// Chooses the cluster subnet.
 pub fn choose_subnet(spec: &Spec, env: &Surroundings) -> Result<Cidr, UserError> {
     if let Some(existing) = env.existing_subnet {
@@ -158,18 +185,38 @@ pub fn choose_subnet(spec: &Spec, env: &Surroundings) -> Result<Cidr, UserError>
             ))
             .hint("choose another node_cidr, or leave it out to let devcluster pick one"));
         }
+        let nat: Cidr = HYPERV_NAT_PREFIX.parse().expect("a CIDR");
+        if uses_hyperv_nat(spec)
+            && !(nat.contains(requested.value.addr()) && requested.value.prefix() >= nat.prefix())
+        {
+            return Err(UserError::new(format!(
+                "node network {} (from {}) is outside {HYPERV_NAT_PREFIX}, the one NAT prefix devcluster's Hyper-V clusters share",
+                requested.value, requested.origin
+            ))
+            .hint(format!("choose a /24 inside {HYPERV_NAT_PREFIX}, or leave node_cidr out")));
+        }
         return Ok(requested.value);
     }
-    candidate_subnets()
+    let mut candidates: Box<dyn Iterator<Item = Cidr>> = if uses_hyperv_nat(spec) {
+        Box::new(hyperv_candidate_subnets())
+    } else {
+        Box::new(candidate_subnets())
+    };
+    let (first, last) = if uses_hyperv_nat(spec) {
+        ("192.168.240.0", "192.168.255.0")
+    } else {
+        ("192.168.100.0", "192.168.199.0")
+    };
+    candidates
         .find(|c| {
             !env.host_networks.iter().any(|n| n.overlaps(c))
                 && !env.other_clusters.iter().any(|(_, n)| n.overlaps(c))
                 && !avoid.iter().any(|n| n.overlaps(c))
         })
         .ok_or_else(|| {
-            UserError::new(
-                "no free /24 for the cluster network between 192.168.100.0 and 192.168.199.0",
-            )
+            UserError::new(format!(
+                "no free /24 for the cluster network between {first} and {last}"
+            ))
             .hint("set [network] node_cidr in devcluster.toml to a free /24")
         })
 }
@@ -256,6 +303,11 @@ pub fn plan(spec: &Spec, env: &Surroundings) -> Result<Plan, UserError> {
                 ))
             })?,
             api_endpoint: format!("{cp_ip}:{API_PORT}"),
+            resolvers: if uses_hyperv_nat(spec) {
+                HYPERV_RESOLVERS.to_vec()
+            } else {
+                Vec::new()
+            },
         },
         nodes,
         libvirt: LibvirtPlan {
@@ -416,6 +468,46 @@ mod tests {
         }
         assert_eq!(small.nodes[0].name, "dev-cp");
         assert_eq!(small.nodes[2].name, "dev-win1");
+    }
+
+    #[test]
+    fn hyperv_subnets_lie_inside_the_one_nat_prefix() {
+        let mut s = spec("dev", 1, 0);
+        s.provider = Val::new(
+            ProviderKind::Hyperv,
+            crate::spec::Origin::Flag("--provider"),
+        );
+        let nat: Cidr = HYPERV_NAT_PREFIX.parse().unwrap();
+        let env = Surroundings {
+            other_clusters: vec![("b".into(), "192.168.240.0/24".parse().unwrap())],
+            ..Default::default()
+        };
+        let p = plan(&s, &env).unwrap();
+        assert_eq!(p.network.subnet.to_string(), "192.168.241.0/24");
+        assert!(nat.contains(p.network.subnet.addr()));
+        assert_eq!(p.network.resolvers, HYPERV_RESOLVERS.to_vec());
+        // A pinned node_cidr outside the prefix is refused, inside kept.
+        s.node_cidr = Some(Val::new(
+            "192.168.150.0/24".parse().unwrap(),
+            crate::spec::Origin::Flag("node_cidr"),
+        ));
+        let err = plan(&s, &Surroundings::default()).unwrap_err();
+        assert!(err.message.contains("outside 192.168.240.0/20"), "{err}");
+        s.node_cidr = Some(Val::new(
+            "192.168.250.0/24".parse().unwrap(),
+            crate::spec::Origin::Flag("node_cidr"),
+        ));
+        assert_eq!(
+            plan(&s, &Surroundings::default())
+                .unwrap()
+                .network
+                .subnet
+                .to_string(),
+            "192.168.250.0/24"
+        );
+        // libvirt plans are unchanged: gateway DNS, no resolvers.
+        let l = plan(&spec("dev", 1, 0), &Surroundings::default()).unwrap();
+        assert!(l.network.resolvers.is_empty());
     }
 
     proptest! {

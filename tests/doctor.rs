@@ -324,3 +324,61 @@ fn up_stops_on_a_failed_check_before_creating_anything() {
         "clusters: [unclosed\n"
     );
 }
+
+/// The Hyper-V section plugs in the provider's own checks: here against
+/// the replaying `powershell.exe` stand-in of the Hyper-V tests
+/// (testdata/hyperv), with recorded `detect` replies.
+#[test]
+fn the_hyperv_section_lists_the_providers_checks() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hyperv");
+    let standin = fixtures.join("powershell-standin.sh");
+    for (reply, want_fail) in [
+        ("detect-ready", None),
+        ("detect-not-admin", Some("hyperv.permissions")),
+    ] {
+        let t = Test::new();
+        let r = tempfile::tempdir().unwrap();
+        std::fs::create_dir(r.path().join("replies")).unwrap();
+        std::fs::copy(
+            fixtures.join("replies").join(format!("{reply}.txt")),
+            r.path().join("replies/01-detect.txt"),
+        )
+        .unwrap();
+        let a = doctor(
+            &t,
+            &["--provider", "hyperv", "-o", "json"],
+            &[
+                ("DEVCLUSTER_POWERSHELL", standin.to_str().unwrap()),
+                ("HYPERV_REPLAY_DIR", r.path().to_str().unwrap()),
+            ],
+        );
+        let doc = json(&a);
+        let hv: Vec<&Value> = doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"].as_str().unwrap().starts_with("hyperv."))
+            .collect();
+        let names: Vec<&str> = hv.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        for n in ["hyperv.module", "hyperv.hypervisor", "hyperv.permissions"] {
+            assert!(names.contains(&n), "{reply}: {names:?}");
+        }
+        // Only the requested provider's section.
+        assert!(
+            doc["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| !c["name"].as_str().unwrap().starts_with("libvirt"))
+        );
+        match want_fail {
+            None => assert!(hv.iter().all(|c| c["status"] != "fail"), "{reply}: {hv:?}"),
+            Some(name) => {
+                let c = check(&doc, name);
+                assert_eq!(c["status"], "fail", "{reply}: {c}");
+                assert!(c["fix"].as_str().is_some_and(|f| !f.is_empty()));
+                assert_eq!(a.get_output().status.code(), Some(1));
+            }
+        }
+    }
+}

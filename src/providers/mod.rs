@@ -7,8 +7,10 @@
 //!
 //! One folder per provider, each holding its own templates and scripts:
 //! `libvirt/` (Linux, `virt` crate; its XML rendering compiles on every
-//! host so it is tested everywhere). Hyper-V and VirtualBox are detected
-//! but not built yet: choosing them is an error that says so.
+//! host so it is tested everywhere), `hyperv/` (PowerShell scripts, run
+//! wherever `powershell.exe` is; its logic compiles and is tested on every
+//! host against a stand-in). VirtualBox is detected but not built yet:
+//! choosing it is an error that says so.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -22,6 +24,7 @@ use crate::net::Cidr;
 use crate::plan::{Os, Plan};
 use crate::spec::{NetworkMode, ProviderKind};
 
+pub mod hyperv;
 pub mod libvirt;
 
 /// What the provider says about itself on this host.
@@ -216,6 +219,9 @@ impl ProviderError {
                     }
                 })
             }
+            ProviderError::Op { source, .. } => source
+                .downcast_ref::<hyperv::HypervError>()
+                .and_then(hyperv::HypervError::hint),
             _ => None,
         }
     }
@@ -323,20 +329,7 @@ pub fn auto_order() -> &'static [ProviderKind] {
 pub async fn detect(kind: ProviderKind, config: &ProviderConfig) -> Detection {
     match kind {
         ProviderKind::Libvirt => detect_libvirt(config).await,
-        ProviderKind::Hyperv => Detection {
-            kind,
-            usable: false,
-            detail: if cfg!(windows) {
-                "the Hyper-V provider is not part of this devcluster build yet".into()
-            } else {
-                "Hyper-V runs only on Windows hosts".into()
-            },
-            fix: Some(if cfg!(target_os = "linux") {
-                "use --provider libvirt".into()
-            } else {
-                "use another provider".into()
-            }),
-        },
+        ProviderKind::Hyperv => detect_hyperv().await,
         ProviderKind::Virtualbox => Detection {
             kind,
             usable: false,
@@ -354,6 +347,25 @@ pub async fn detect(kind: ProviderKind, config: &ProviderConfig) -> Detection {
             fix: None,
         },
     }
+}
+
+/// Hyper-V is asked through PowerShell on Windows, or wherever
+/// `DEVCLUSTER_POWERSHELL` names a PowerShell (the tests' stand-in).
+async fn detect_hyperv() -> Detection {
+    let configured = std::env::var_os(hyperv::runner::PROGRAM_ENV).is_some_and(|p| !p.is_empty());
+    if !cfg!(windows) && !configured {
+        return Detection {
+            kind: ProviderKind::Hyperv,
+            usable: false,
+            detail: "Hyper-V runs only on Windows hosts".into(),
+            fix: Some(if cfg!(target_os = "linux") {
+                "use --provider libvirt".into()
+            } else {
+                "use another provider".into()
+            }),
+        };
+    }
+    hyperv::detect(&hyperv::PowerShell::from_env()).await
 }
 
 #[cfg(target_os = "linux")]
@@ -414,6 +426,7 @@ pub async fn open(kind: ProviderKind, config: &ProviderConfig) -> Result<Box<dyn
     match kind {
         #[cfg(target_os = "linux")]
         ProviderKind::Libvirt => Ok(Box::new(libvirt::Libvirt::open(config).await?)),
+        ProviderKind::Hyperv => Ok(Box::new(hyperv::HyperV::open(config).await?)),
         other => {
             let d = detect(other, config).await;
             Err(ProviderError::Unusable {

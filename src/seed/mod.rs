@@ -39,8 +39,40 @@ pub fn linux_seed_iso(seed: &LinuxSeed) -> Result<Vec<u8>, SeedError> {
     iso::build(NOCLOUD_LABEL, &refs).map_err(SeedError::Iso)
 }
 
+/// A node's static address on the cluster network, as every guest's seed
+/// writes it (cloud-init network-config for Linux, the specialize unattend
+/// for Windows): matched by MAC, the address and prefix, the default
+/// gateway and the resolvers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticNetwork {
+    pub mac: String,
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub dns: Vec<std::net::Ipv4Addr>,
+}
+
+/// The static network of `node`, for whichever provider `plan` is on. No
+/// provider gives addresses by DHCP to devcluster nodes; what differs is
+/// who answers DNS: libvirt's dnsmasq on the gateway, while Hyper-V's
+/// internal switch has no DNS, so its nodes get the plan's resolvers.
+/// (VirtualBox's NIC 2 extends this: a host-only NIC with no gateway.)
+pub fn static_network(plan: &Plan, node: &NodePlan) -> StaticNetwork {
+    StaticNetwork {
+        mac: node.mac.clone(),
+        ip: node.ip,
+        prefix: plan.network.subnet.prefix(),
+        gateway: plan.network.gateway,
+        dns: if plan.network.resolvers.is_empty() {
+            vec![plan.network.gateway]
+        } else {
+            plan.network.resolvers.clone()
+        },
+    }
+}
+
 /// The seed inputs of a Linux node of `plan`: the node's own address on the
-/// cluster network, the host side (gateway) as router and DNS server, every
+/// cluster network ([`static_network`]), every
 /// node of the plan in `/etc/hosts`, our user with `authorized_key`, and the
 /// node's pre-generated ed25519 host key.
 pub fn seed_inputs_for(
@@ -50,6 +82,7 @@ pub fn seed_inputs_for(
     host_key_private: &str,
     host_key_public: &str,
 ) -> LinuxSeed {
+    let net = static_network(plan, node);
     LinuxSeed {
         instance_id: cloud_init::instance_id(&plan.cluster, &node.name, host_key_public),
         hostname: node.name.clone(),
@@ -58,12 +91,12 @@ pub fn seed_inputs_for(
         ssh_authorized_keys: vec![authorized_key.trim().to_string()],
         host_key_ed25519_private: host_key_private.to_string(),
         host_key_ed25519_public: host_key_public.trim().to_string(),
-        mac: node.mac.clone(),
+        mac: net.mac,
         interface: cloud_init::INTERFACE.to_string(),
-        ip: node.ip,
-        prefix: plan.network.subnet.prefix(),
-        gateway: plan.network.gateway,
-        dns: vec![plan.network.gateway],
+        ip: net.ip,
+        prefix: net.prefix,
+        gateway: net.gateway,
+        dns: net.dns,
         hosts: plan.nodes.iter().map(|n| (n.name.clone(), n.ip)).collect(),
         write_files: Vec::new(),
     }

@@ -1,0 +1,678 @@
+//! The provider against a stand-in for powershell.exe
+//! (testdata/hyperv/powershell-standin.sh) that records every call and
+//! replays the fixtures of testdata/hyperv/replies/ (their sources:
+//! testdata/hyperv/README.md). Proves the Rust side — what is sent, how
+//! each reply is read, which error gets which hint — not Hyper-V itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::providers::{BaseImage, Firmware, HostEntry};
+use crate::spec::NetworkMode;
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hyperv")
+}
+
+struct Replay {
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl Replay {
+    /// `replies`: (operation, fixture name) in the order they are called.
+    fn new(replies: &[(Op, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("replies")).unwrap();
+        for (i, (op, fixture)) in replies.iter().enumerate() {
+            let from = testdata().join("replies").join(format!("{fixture}.txt"));
+            let to = dir
+                .path()
+                .join("replies")
+                .join(format!("{:02}-{}.txt", i + 1, op.name()));
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        }
+        Self {
+            dir,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn ps(&self) -> PowerShell {
+        PowerShell {
+            program: testdata().join("powershell-standin.sh"),
+            env: vec![(
+                "HYPERV_REPLAY_DIR".into(),
+                self.dir.path().display().to_string(),
+            )],
+        }
+    }
+
+    fn provider(&self) -> HyperV {
+        HyperV::new(
+            self.ps(),
+            &ProviderConfig {
+                libvirt_uri: String::new(),
+                libvirt_domain_type: crate::spec::DomainType::Qemu,
+                cache_dir: self.cache.path().to_path_buf(),
+            },
+        )
+    }
+
+    fn call(&self, n: usize, what: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls").join(format!("{n:02}.{what}")))
+            .unwrap_or_default()
+    }
+
+    fn calls(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("calls"))
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "ps1"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn params(&self, n: usize) -> Value {
+        serde_json::from_str(&self.call(n, "params.json")).unwrap()
+    }
+
+    /// Asserts call `n` ran `op`'s exact script with Vagrant's flags.
+    fn assert_ran(&self, n: usize, op: Op) {
+        assert_eq!(
+            self.call(n, "ps1"),
+            op.script(),
+            "call {n} is not {}",
+            op.name()
+        );
+        let argv: Vec<String> = self.call(n, "argv").lines().map(String::from).collect();
+        assert_eq!(argv[..6], runner::FLAGS);
+        assert_eq!(argv.len(), 7);
+    }
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Not a real key: a marker the tests look for everywhere it must not be.
+const SECRET: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-TEST-FIXTURE-hv1-cp\n";
+
+fn vm(name: &str) -> VmSpec {
+    let mut seed_iso = b"CD001 fake seed: ".to_vec();
+    seed_iso.extend_from_slice(SECRET.as_bytes());
+    VmSpec {
+        cluster: "hv1".into(),
+        name: name.into(),
+        role: "control-plane".into(),
+        os: Os::Linux,
+        cpus: 2,
+        memory_mib: 4096,
+        disk_gib: 20,
+        mac: "02:1a:2b:3c:00:0a".into(),
+        base: BaseImage {
+            name: "ubuntu-24.04".into(),
+            path: PathBuf::from(
+                r"C:\Users\dev\AppData\Local\devcluster\cache\images\ab12.converted.vhdx",
+            ),
+            sha256: "ab12".into(),
+            firmware: Firmware::Uefi,
+            secure_boot: true,
+        },
+        golden: None,
+        seed_iso,
+        serial_log: PathBuf::from("hv1-cp.serial.log"),
+    }
+}
+
+fn net() -> NetworkSpec {
+    NetworkSpec {
+        cluster: "hv1".into(),
+        subnet: "192.168.250.0/24".parse().unwrap(),
+        gateway: "192.168.250.1".parse().unwrap(),
+        mode: NetworkMode::Nat,
+        hosts: vec![HostEntry {
+            name: "hv1-cp".into(),
+            mac: "02:1a:2b:3c:00:0a".into(),
+            ip: "192.168.250.10".parse().unwrap(),
+        }],
+    }
+}
+
+fn hint_of(e: &ProviderError) -> String {
+    e.hint().unwrap_or_else(|| panic!("no hint for {e}"))
+}
+
+/// The whole error chain on one line.
+fn chain(e: &ProviderError) -> String {
+    crate::error::one_line(e)
+}
+
+#[test]
+fn create_start_save_resume_stop_delete() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::CreateVm, "create-new"),
+        (Op::StartVm, "start-started"),
+        (Op::VmState, "state-running"),
+        (Op::SaveVm, "save-saved"),
+        (Op::VmState, "state-saved"),
+        (Op::StartVm, "start-started"),
+        (Op::StopVm, "stop-graceful"),
+        (Op::StopVm, "stop-forced"),
+        (Op::DeleteVm, "delete-removed"),
+    ]);
+    let p = r.provider();
+    let spec = vm("hv1-cp");
+    run(async {
+        p.create_node(&spec).await.unwrap();
+        p.start("hv1-cp").await.unwrap();
+        assert_eq!(p.state("hv1-cp").await.unwrap(), VmState::Running);
+        p.suspend("hv1-cp").await.unwrap();
+        assert_eq!(p.state("hv1-cp").await.unwrap(), VmState::Saved);
+        p.resume("hv1-cp").await.unwrap();
+        assert_eq!(
+            p.shutdown("hv1-cp", Duration::from_secs(90)).await.unwrap(),
+            Shutdown::Graceful
+        );
+        assert_eq!(
+            p.shutdown("hv1-cp", Duration::from_millis(10))
+                .await
+                .unwrap(),
+            Shutdown::Forced
+        );
+        p.delete_node("hv1-cp").await.unwrap();
+    });
+    assert_eq!(r.calls(), 10);
+    let ops = [
+        Op::StorageRoot,
+        Op::CreateVm,
+        Op::StartVm,
+        Op::VmState,
+        Op::SaveVm,
+        Op::VmState,
+        Op::StartVm,
+        Op::StopVm,
+        Op::StopVm,
+        Op::DeleteVm,
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        r.assert_ran(i + 1, op);
+    }
+    let create = r.params(2);
+    let mut shown = create.clone();
+    shown["seedSource"] = json!("<the seed's private temporary file>");
+    insta::assert_json_snapshot!("create_vm_params", shown);
+    assert_eq!(
+        create["secureBootTemplate"],
+        "MicrosoftUEFICertificateAuthority"
+    );
+    assert_eq!(create["mac"], "021A2B3C000A");
+    assert_eq!(
+        create["nodeDir"],
+        r"C:\ProgramData\Microsoft\Windows\Hyper-V\devcluster\hv1-cp"
+    );
+    // The seed went through a private file the script copies, removed after.
+    let seed_source = PathBuf::from(create["seedSource"].as_str().unwrap());
+    assert!(seed_source.starts_with(r.cache.path()));
+    assert!(!seed_source.exists(), "the seed's temporary copy is left");
+    assert_eq!(r.params(8)["timeoutSeconds"], 90);
+    assert_eq!(r.params(9)["timeoutSeconds"], 1);
+    assert_eq!(
+        r.params(10),
+        json!({
+            "name": "hv1-cp",
+            "nodeDir": r"C:\ProgramData\Microsoft\Windows\Hyper-V\devcluster\hv1-cp",
+            "tag": "devcluster-node=hv1-cp",
+        })
+    );
+}
+
+#[test]
+fn windows_vms_get_the_microsoft_windows_template() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::CreateVm, "create-new"),
+    ]);
+    let mut spec = vm("hv1-win1");
+    spec.os = Os::Windows;
+    spec.role = "worker".into();
+    run(r.provider().create_node(&spec)).unwrap();
+    assert_eq!(r.params(2)["secureBootTemplate"], "MicrosoftWindows");
+    assert!(
+        r.params(2)["notes"]
+            .as_str()
+            .unwrap()
+            .contains("devcluster-cluster=hv1\ndevcluster-node=hv1-win1\ndevcluster-role=worker")
+    );
+}
+
+#[test]
+fn what_exists_or_is_gone_is_success() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::EnsureNetwork, "ensure-exists"),
+        (Op::CreateVm, "create-exists"),
+        (Op::StartVm, "start-running"),
+        (Op::SaveVm, "save-already"),
+        (Op::StopVm, "stop-already-off"),
+        (Op::DeleteVm, "delete-partial"),
+        (Op::DeleteVm, "delete-absent"),
+        (Op::VmState, "state-absent"),
+        (Op::VmState, "state-off"),
+        (Op::VmState, "state-paused"),
+        (Op::VmState, "state-starting"),
+        (Op::ClusterVms, "cluster-vms-none"),
+        (Op::RemoveNetwork, "remove-network-kept"),
+        (Op::RemoveStorage, "remove-storage"),
+    ]);
+    let p = r.provider();
+    run(async {
+        p.ensure_network(&net()).await.unwrap();
+        p.create_node(&vm("hv1-cp")).await.unwrap();
+        p.start("hv1-cp").await.unwrap();
+        p.suspend("hv1-cp").await.unwrap();
+        assert_eq!(
+            p.shutdown("hv1-cp", Duration::from_secs(5)).await.unwrap(),
+            Shutdown::AlreadyOff
+        );
+        p.delete_node("hv1-cp").await.unwrap();
+        p.delete_node("hv1-cp").await.unwrap();
+        assert_eq!(p.state("hv1-cp").await.unwrap(), VmState::Absent);
+        assert_eq!(p.state("hv1-cp").await.unwrap(), VmState::Off);
+        assert_eq!(p.state("hv1-cp").await.unwrap(), VmState::Paused);
+        assert_eq!(p.state("hv1-cp").await.unwrap(), VmState::Other);
+        assert!(p.cluster_vms("hv1").await.unwrap().is_empty());
+        p.remove_network("hv1").await.unwrap();
+        p.remove_storage("hv1").await.unwrap();
+    });
+    assert_eq!(r.calls(), 15);
+    insta::assert_json_snapshot!("ensure_network_params", r.params(2));
+    assert_eq!(
+        r.params(14),
+        json!({
+            "cluster": "hv1",
+            "switch": "devcluster",
+            "marker": r"C:\ProgramData\Microsoft\Windows\Hyper-V\devcluster\networks\hv1.txt",
+        })
+    );
+    assert_eq!(
+        r.params(15)["root"],
+        r"C:\ProgramData\Microsoft\Windows\Hyper-V\devcluster"
+    );
+}
+
+#[test]
+fn start_of_a_missing_vm_says_so() {
+    let r = Replay::new(&[(Op::StartVm, "start-absent")]);
+    let e = run(r.provider().start("hv1-w9")).unwrap_err();
+    assert!(
+        matches!(e, ProviderError::NoSuchVm(ref n) if n == "hv1-w9"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cluster_vms_come_from_the_notes_tag() {
+    let r = Replay::new(&[(Op::ClusterVms, "cluster-vms")]);
+    assert_eq!(
+        run(r.provider().cluster_vms("hv1")).unwrap(),
+        ["hv1-cp", "hv1-w1"]
+    );
+    assert_eq!(r.params(1), json!({"cluster": "hv1"}));
+    assert!(
+        Op::ClusterVms
+            .script()
+            .contains("devcluster-cluster=$($P.cluster)")
+    );
+}
+
+#[test]
+fn not_admin_names_hyperv_administrators_and_the_command() {
+    let r = Replay::new(&[(Op::VmState, "err-permission")]);
+    let e = run(r.provider().state("hv1-cp")).unwrap_err();
+    assert!(
+        chain(&e).contains("You do not have the required permission to complete this task"),
+        "{}",
+        chain(&e)
+    );
+    let h = hint_of(&e);
+    assert!(h.contains("S-1-5-32-578"), "{h}");
+    assert!(h.contains(runner::ADD_TO_HYPERV_ADMINS), "{h}");
+}
+
+#[test]
+fn hyperv_missing_gives_the_enable_line() {
+    let r = Replay::new(&[(Op::StorageRoot, "err-not-installed")]);
+    let e = run(r.provider().create_node(&vm("hv1-cp"))).unwrap_err();
+    assert!(
+        chain(&e).contains("'Hyper-V\\Get-VM' is not recognized"),
+        "{}",
+        chain(&e)
+    );
+    assert!(
+        hint_of(&e)
+            .contains("Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V -All")
+    );
+}
+
+#[test]
+fn constrained_language_is_named() {
+    for fixture in ["err-language-mode", "err-method-clm"] {
+        let r = Replay::new(&[(Op::VmState, fixture)]);
+        let e = run(r.provider().state("hv1-cp")).unwrap_err();
+        assert!(hint_of(&e).contains("ConstrainedLanguage"), "{fixture}");
+    }
+}
+
+#[test]
+fn other_failures_keep_the_message_and_guess_no_hint() {
+    let r = Replay::new(&[(Op::StartVm, "err-start-failed")]);
+    let e = run(r.provider().start("hv1-cp")).unwrap_err();
+    assert!(
+        chain(&e).contains("'minikube' failed to start"),
+        "{}",
+        chain(&e)
+    );
+    assert_eq!(e.hint(), None);
+
+    let r = Replay::new(&[(Op::StartVm, "garbled")]);
+    let e = run(r.provider().start("hv1-cp")).unwrap_err();
+    assert!(
+        chain(&e).contains("no ===Begin-Output=== marker"),
+        "{}",
+        chain(&e)
+    );
+}
+
+#[test]
+fn a_missing_powershell_is_reported() {
+    let mut p = Replay::new(&[]).provider();
+    p.ps.program = PathBuf::from("/nonexistent/powershell.exe");
+    let e = run(p.state("hv1-cp")).unwrap_err();
+    assert!(
+        chain(&e).contains("cannot run /nonexistent/powershell.exe"),
+        "{}",
+        chain(&e)
+    );
+    assert!(hint_of(&e).contains("DEVCLUSTER_POWERSHELL"));
+}
+
+#[test]
+fn creating_the_network_asks_for_elevation_once_with_the_exact_commands() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::EnsureNetwork, "ensure-needs-elevation"),
+        (Op::EnsureNetwork, "ensure-created"),
+        (Op::EnsureNetwork, "ensure-exists"),
+    ]);
+    let p = r.provider();
+    let e = run(p.ensure_network(&net())).unwrap_err();
+    assert!(
+        chain(&e).contains("needs switch, nat, address created"),
+        "{}",
+        chain(&e)
+    );
+    let h = hint_of(&e);
+    assert!(
+        h.contains(
+            "Hyper-V\\New-VMSwitch -Name 'devcluster' -SwitchType Internal; \
+             New-NetIPAddress -InterfaceAlias 'vEthernet (devcluster)' -IPAddress '192.168.250.1' -PrefixLength 24; \
+             New-NetNat -Name 'devcluster' -InternalIPInterfaceAddressPrefix '192.168.240.0/20'"
+        ),
+        "{h}"
+    );
+    // Elevated, it is created; afterwards nothing is missing and nothing asked.
+    run(p.ensure_network(&net())).unwrap();
+    run(p.ensure_network(&net())).unwrap();
+    assert_eq!(r.calls(), 4);
+}
+
+#[test]
+fn a_foreign_netnat_is_reported_not_touched() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::EnsureNetwork, "ensure-foreign-nat"),
+        (Op::EnsureNetwork, "ensure-foreign-switch"),
+    ]);
+    let p = r.provider();
+    let e = run(p.ensure_network(&net())).unwrap_err();
+    assert!(
+        chain(&e).contains("NetNat `MyNATnetwork` (192.168.0.0/24) is not devcluster's"),
+        "{}",
+        chain(&e)
+    );
+    assert!(hint_of(&e).contains("Remove-NetNat -Name 'MyNATnetwork'"));
+    let e = run(p.ensure_network(&net())).unwrap_err();
+    assert!(
+        chain(&e).contains("is External, not an internal switch"),
+        "{}",
+        chain(&e)
+    );
+    // The script that met the foreign NAT creates nothing after it.
+    let script = Op::EnsureNetwork.script();
+    let check = script.find("foreignNat").unwrap();
+    assert!(check < script.find("New-NetNat").unwrap());
+    assert!(check < script.find("New-VMSwitch").unwrap());
+}
+
+#[test]
+fn a_subnet_outside_the_nat_prefix_is_refused_before_any_call() {
+    let r = Replay::new(&[]);
+    let mut n = net();
+    n.subnet = "192.168.150.0/24".parse().unwrap();
+    let e = run(r.provider().ensure_network(&n)).unwrap_err();
+    assert!(e.to_string().contains("outside 192.168.240.0/20"), "{e}");
+    assert_eq!(r.calls(), 0);
+}
+
+#[test]
+fn a_vm_of_that_name_that_is_not_ours_is_refused() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::CreateVm, "create-foreign"),
+    ]);
+    let e = run(r.provider().create_node(&vm("hv1-cp"))).unwrap_err();
+    assert!(chain(&e).contains("is not devcluster's"), "{}", chain(&e));
+}
+
+/// A log writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn no_secret_in_a_script_its_arguments_parameters_or_the_log() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::CreateVm, "create-new"),
+        (Op::StartVm, "err-permission"),
+    ]);
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let p = r.provider();
+        run(async {
+            p.create_node(&vm("hv1-cp")).await.unwrap();
+            let _ = p.start("hv1-cp").await;
+        });
+    });
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("create_vm"), "the log was not captured: {log}");
+    let marker = "SECRET-TEST-FIXTURE";
+    assert!(!log.contains(marker), "{log}");
+    for n in 1..=3 {
+        for what in ["ps1", "argv", "params.json"] {
+            let text = r.call(n, what);
+            assert!(
+                !text.is_empty() || what == "params.json",
+                "call {n} {what} missing"
+            );
+            assert!(!text.contains(marker), "call {n} {what} holds the secret");
+        }
+    }
+}
+
+#[test]
+fn calls_on_one_vm_wait_for_each_other() {
+    let r = Replay::new(&[(Op::VmState, "state-running"), (Op::VmState, "state-off")]);
+    let p = Arc::new(r.provider());
+    run(async {
+        let held = p.lock_of("hv1-cp");
+        let guard = held.lock().await;
+        // Another VM's lock is another lock.
+        assert!(!Arc::ptr_eq(&held, &p.lock_of("hv1-w1")));
+        let q = p.clone();
+        let waiting = tokio::spawn(async move { q.state("hv1-cp").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "ran while another call held the VM");
+        assert_eq!(r.calls(), 0);
+        drop(guard);
+        assert_eq!(waiting.await.unwrap().unwrap(), VmState::Running);
+    });
+}
+
+fn facts_of(fixture: &str) -> detect::Facts {
+    let text =
+        std::fs::read_to_string(testdata().join("replies").join(format!("{fixture}.txt"))).unwrap();
+    match runner::parse_reply(&text) {
+        Reply::Ok(v) => serde_json::from_value(v).unwrap(),
+        other => panic!("{fixture}: {other:?}"),
+    }
+}
+
+#[test]
+fn detection_decides_on_recorded_facts() {
+    let d = detect::detection(&facts_of("detect-ready"));
+    assert!(d.usable, "{d:?}");
+    assert!(d.detail.contains("Hyper-V Administrators"), "{d:?}");
+    assert!(detect::detection(&facts_of("detect-fresh")).usable);
+    let cases = [
+        (
+            "detect-no-module",
+            "module is not installed",
+            "Enable-WindowsOptionalFeature",
+        ),
+        (
+            "detect-hypervisor-off",
+            "VirtualBox is installed",
+            "hypervisorlaunchtype auto",
+        ),
+        (
+            "detect-not-admin",
+            "neither an administrator",
+            "S-1-5-32-578",
+        ),
+        (
+            "detect-foreign-nat",
+            "MyNATnetwork (192.168.0.0/24)",
+            "Remove-NetNat -Name 'MyNATnetwork'",
+        ),
+    ];
+    for (fixture, detail, fix) in cases {
+        let d = detect::detection(&facts_of(fixture));
+        assert!(!d.usable, "{fixture}");
+        assert!(d.detail.contains(detail), "{fixture}: {}", d.detail);
+        assert!(
+            d.fix.as_deref().unwrap().contains(fix),
+            "{fixture}: {:?}",
+            d.fix
+        );
+    }
+}
+
+#[test]
+fn doctor_checks_from_recorded_facts() {
+    use crate::doctor::Status;
+    let statuses = |fixture: &str| -> Vec<(String, Status)> {
+        detect::checks(&facts_of(fixture))
+            .into_iter()
+            .map(|c| (c.name, c.status))
+            .collect()
+    };
+    let names = [
+        "hyperv.module",
+        "hyperv.hypervisor",
+        "hyperv.permissions",
+        "hyperv.switch",
+        "hyperv.netnat",
+    ];
+    let expect = |s: [Status; 5]| -> Vec<(String, Status)> {
+        names.iter().map(|n| n.to_string()).zip(s).collect()
+    };
+    use Status::*;
+    assert_eq!(statuses("detect-ready"), expect([Ok, Ok, Ok, Ok, Ok]));
+    assert_eq!(statuses("detect-fresh"), expect([Ok, Ok, Ok, Warn, Warn]));
+    assert_eq!(
+        statuses("detect-foreign-nat"),
+        expect([Ok, Ok, Ok, Ok, Fail])
+    );
+    assert_eq!(statuses("detect-not-admin"), expect([Ok, Ok, Fail, Ok, Ok]));
+    assert_eq!(
+        statuses("detect-no-module"),
+        expect([Fail, Fail, Ok, Warn, Warn])
+    );
+    for c in detect::checks(&facts_of("detect-fresh")) {
+        if c.status != Ok {
+            assert!(
+                c.fix
+                    .as_deref()
+                    .unwrap()
+                    .contains("New-NetNat -Name 'devcluster'"),
+                "{c:?}"
+            );
+        }
+    }
+    insta::assert_json_snapshot!(
+        "checks_foreign_nat",
+        detect::checks(&facts_of("detect-foreign-nat"))
+    );
+}
+
+#[test]
+fn detect_through_the_stand_in() {
+    let r = Replay::new(&[(Op::Detect, "detect-foreign-nat")]);
+    let d = run(super::detect(&r.ps()));
+    assert!(!d.usable);
+    assert_eq!(r.params(1), json!({"switch": "devcluster"}));
+    let r = Replay::new(&[(Op::Detect, "err-language-mode")]);
+    let d = run(super::detect(&r.ps()));
+    assert!(!d.usable);
+    assert!(d.fix.unwrap().contains("ConstrainedLanguage"));
+
+    let r = Replay::new(&[(Op::Detect, "detect-ready"), (Op::Detect, "err-permission")]);
+    let checks = run(super::host_checks(&r.ps()));
+    assert_eq!(checks.len(), 5);
+    assert!(
+        checks.iter().all(|c| c.status == crate::doctor::Status::Ok),
+        "{checks:?}"
+    );
+    let checks = run(super::host_checks(&r.ps()));
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].name, "hyperv.powershell");
+    assert!(checks[0].fix.as_deref().unwrap().contains("S-1-5-32-578"));
+}
