@@ -84,7 +84,15 @@ pub fn vm_spec(
         host.private_openssh.expose(),
         &host.public_line,
     );
-    let seed_iso = crate::seed::linux_seed_iso(&seed).map_err(|source| MachinesError::Seed {
+    // VirtualBox VMs have a NAT NIC besides the cluster's (see
+    // providers::virtualbox): their seed configures both.
+    let seed_iso = if plan.provider == crate::spec::ProviderKind::Virtualbox {
+        let nat_mac = crate::providers::virtualbox::nat_mac(&node.mac);
+        crate::seed::linux_seed_iso_two_nics(&seed, &nat_mac)
+    } else {
+        crate::seed::linux_seed_iso(&seed)
+    }
+    .map_err(|source| MachinesError::Seed {
         node: node.name.clone(),
         source,
     })?;

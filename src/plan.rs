@@ -130,6 +130,43 @@ pub struct Surroundings {
     pub host_networks: Vec<Cidr>,
     /// Subnets of the other devcluster clusters.
     pub other_clusters: Vec<(String, Cidr)>,
+    /// Where the provider lets cluster subnets lie, if it restricts that.
+    pub allowed: Option<AllowedSubnets>,
+}
+
+/// The ranges a provider allows cluster subnets in (VirtualBox: host-only
+/// networks only inside what `/etc/vbox/networks.conf` permits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedSubnets {
+    pub ranges: Vec<Cidr>,
+    /// Who restricts, for messages, e.g. `VirtualBox`.
+    pub by: String,
+    /// The file a range is added to, to allow it.
+    pub file: String,
+}
+
+impl AllowedSubnets {
+    fn allows(&self, subnet: &Cidr) -> bool {
+        self.ranges
+            .iter()
+            .any(|r| r.prefix() <= subnet.prefix() && r.contains(subnet.addr()))
+    }
+
+    fn shown(&self) -> String {
+        let r: Vec<String> = self.ranges.iter().map(ToString::to_string).collect();
+        r.join(", ")
+    }
+
+    /// The /24s of the allowed ranges, at most 256 per range.
+    fn subnets(&self) -> impl Iterator<Item = Cidr> + '_ {
+        self.ranges
+            .iter()
+            .filter(|r| r.prefix() <= 24)
+            .flat_map(|r| {
+                let count = 1u32 << (24 - u32::from(r.prefix())).min(8);
+                (0..count).filter_map(move |i| r.nth(i * 256).map(|a| Cidr::containing(a, 24)))
+            })
+    }
 }
 
 /// The candidate cluster subnets, in order of preference.
@@ -174,6 +211,19 @@ pub fn choose_subnet(spec: &Spec, env: &Surroundings) -> Result<Cidr, UserError>
             ))
             .hint("choose another node_cidr, or leave it out to let devcluster pick one"));
         }
+        if let Some(allowed) = env.allowed.as_ref().filter(|a| !a.allows(&requested.value)) {
+            return Err(UserError::new(format!(
+                "node network {} (from {}) is outside the ranges {} allows for host-only networks ({})",
+                requested.value,
+                requested.origin,
+                allowed.by,
+                allowed.shown()
+            ))
+            .hint(format!(
+                "add the line `* {}` to {} (as root), or leave node_cidr out to let devcluster pick an allowed /24",
+                requested.value, allowed.file
+            )));
+        }
         if let Some(net) = env
             .host_networks
             .iter()
@@ -197,27 +247,44 @@ pub fn choose_subnet(spec: &Spec, env: &Surroundings) -> Result<Cidr, UserError>
         }
         return Ok(requested.value);
     }
-    let mut candidates: Box<dyn Iterator<Item = Cidr>> = if uses_hyperv_nat(spec) {
-        Box::new(hyperv_candidate_subnets())
-    } else {
-        Box::new(candidate_subnets())
+    let free = |c: &Cidr| {
+        !env.host_networks.iter().any(|n| n.overlaps(c))
+            && !env.other_clusters.iter().any(|(_, n)| n.overlaps(c))
+            && !avoid.iter().any(|n| n.overlaps(c))
     };
-    let (first, last) = if uses_hyperv_nat(spec) {
-        ("192.168.240.0", "192.168.255.0")
-    } else {
-        ("192.168.100.0", "192.168.199.0")
-    };
-    candidates
-        .find(|c| {
-            !env.host_networks.iter().any(|n| n.overlaps(c))
-                && !env.other_clusters.iter().any(|(_, n)| n.overlaps(c))
-                && !avoid.iter().any(|n| n.overlaps(c))
-        })
-        .ok_or_else(|| {
+    let Some(allowed) = &env.allowed else {
+        let mut candidates: Box<dyn Iterator<Item = Cidr>> = if uses_hyperv_nat(spec) {
+            Box::new(hyperv_candidate_subnets())
+        } else {
+            Box::new(candidate_subnets())
+        };
+        let (first, last) = if uses_hyperv_nat(spec) {
+            ("192.168.240.0", "192.168.255.0")
+        } else {
+            ("192.168.100.0", "192.168.199.0")
+        };
+        return candidates.find(free).ok_or_else(|| {
             UserError::new(format!(
                 "no free /24 for the cluster network between {first} and {last}"
             ))
             .hint("set [network] node_cidr in devcluster.toml to a free /24")
+        });
+    };
+    // The usual candidates where allowed, then the allowed ranges' own /24s.
+    candidate_subnets()
+        .filter(|c| allowed.allows(c))
+        .chain(allowed.subnets())
+        .find(free)
+        .ok_or_else(|| {
+            UserError::new(format!(
+                "no free /24 for the cluster network inside the ranges {} allows for host-only networks ({})",
+                allowed.by,
+                allowed.shown()
+            ))
+            .hint(format!(
+                "allow a free range: add a line such as `* 192.168.100.0/22` to {} (as root), then run up again",
+                allowed.file
+            ))
         })
 }
 
@@ -442,6 +509,69 @@ mod tests {
         assert_eq!(p.network.gateway.to_string(), "192.168.104.1");
         assert_eq!(p.network.api_endpoint, "192.168.104.10:6443");
         assert_eq!(p.network.cluster_dns.to_string(), "10.96.0.10");
+    }
+
+    #[test]
+    fn allowed_ranges_restrict_the_subnet() {
+        let s = spec("dev", 1, 0);
+        let allowed = AllowedSubnets {
+            ranges: vec!["192.168.56.0/21".parse().unwrap()],
+            by: "VirtualBox".into(),
+            file: "/etc/vbox/networks.conf".into(),
+        };
+        let env = Surroundings {
+            host_networks: vec!["192.168.56.0/24".parse().unwrap()],
+            other_clusters: vec![("b".into(), "192.168.57.0/24".parse().unwrap())],
+            allowed: Some(allowed.clone()),
+            ..Default::default()
+        };
+        // 56 is the host's (vboxnet0), 57 another cluster's.
+        let p = plan(&s, &env).unwrap();
+        assert_eq!(p.network.subnet.to_string(), "192.168.58.0/24");
+        assert_eq!(p.network.api_endpoint, "192.168.58.10:6443");
+        // Allowed ranges that hold the usual candidates use them first.
+        let wide = Surroundings {
+            allowed: Some(AllowedSubnets {
+                ranges: vec!["192.168.0.0/16".parse().unwrap()],
+                ..allowed.clone()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&s, &wide).unwrap().network.subnet.to_string(),
+            "192.168.100.0/24"
+        );
+        // All eight taken: the error says what to add to the file.
+        let full = Surroundings {
+            host_networks: vec!["192.168.56.0/21".parse().unwrap()],
+            allowed: Some(allowed.clone()),
+            ..Default::default()
+        };
+        let err = plan(&s, &full).unwrap_err();
+        assert!(err.message.contains("192.168.56.0/21"), "{err}");
+        assert!(
+            format!("{err:?}").contains("to /etc/vbox/networks.conf"),
+            "{err:?}"
+        );
+        // A pinned node_cidr outside them: the exact line to add.
+        let mut pinned = s.clone();
+        pinned.node_cidr = Some(Val::new(
+            "192.168.150.0/24".parse().unwrap(),
+            Origin::Flag("--node-cidr"),
+        ));
+        let err = plan(
+            &pinned,
+            &Surroundings {
+                allowed: Some(allowed),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.message.contains("outside the ranges VirtualBox allows"));
+        assert!(
+            format!("{err:?}").contains("`* 192.168.150.0/24` to /etc/vbox/networks.conf"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -467,6 +467,7 @@ pub fn make_plan(ctx: &Ctx, spec: &Spec, kubernetes: bool) -> anyhow::Result<Pla
             }
         }
     }
+    env.allowed = crate::providers::virtualbox::plan_restriction(spec.provider.value)?;
     // The cluster's own network shows up among the host's once it exists.
     if let Some(own) = env.existing_subnet {
         env.host_networks.retain(|n| !n.overlaps(&own));

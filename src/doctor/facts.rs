@@ -6,9 +6,8 @@
 //!
 //! Provider sections: every provider has one, in [`provider_sections`].
 //! On a host where a provider cannot exist its checks say skipped and why.
-//! The Hyper-V and VirtualBox sections are integration points
-//! ([`hyperv_section`], [`virtualbox_section`]) for their providers' own
-//! host checks.
+//! The Hyper-V and VirtualBox sections are their providers' own host
+//! checks ([`hyperv_section`], [`virtualbox_section`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -435,7 +434,10 @@ fn provider_sections(
         section(ProviderKind::Hyperv, hyperv_section(req.provider));
     }
     if auto || req.provider == ProviderKind::Virtualbox {
-        section(ProviderKind::Virtualbox, virtualbox_section(req.provider));
+        section(
+            ProviderKind::Virtualbox,
+            virtualbox_section(req.subnet.as_ref().ok().map(|(n, _)| *n)),
+        );
     }
     if auto {
         let pick = crate::providers::auto_order()
@@ -591,34 +593,13 @@ fn hyperv_section(_requested: ProviderKind) -> Vec<Check> {
     block_on(hyperv::host_checks(&hyperv::PowerShell::from_env()))
 }
 
-/// The VirtualBox provider's host checks.
-///
-/// INTEGRATION POINT (issue 16, engineer "vbox"): replace the body with the
-/// provider's own checks (VBoxManage ≥ 7.0, host-only ranges allowed by
-/// networks.conf, Hyper-V enabled on the same Windows host), e.g.
-/// `crate::providers::virtualbox::doctor_checks()`. Until then this
-/// reports what provider detection knows.
-fn virtualbox_section(requested: ProviderKind) -> Vec<Check> {
-    detection_section("virtualbox", ProviderKind::Virtualbox, requested)
-}
-
-/// A provider's section from its detection alone.
-fn detection_section(name: &str, kind: ProviderKind, requested: ProviderKind) -> Vec<Check> {
-    let config = crate::providers::ProviderConfig {
-        libvirt_uri: String::new(),
-        libvirt_domain_type: DomainType::Auto,
-        cache_dir: PathBuf::new(),
-    };
-    let d = block_on(crate::providers::detect(kind, &config));
-    if d.usable {
-        return vec![Check::ok(name, d.detail)];
-    }
-    let fix = d.fix.unwrap_or_else(|| "use another provider".into());
-    if requested == kind {
-        vec![Check::fail(name, d.detail, fix)]
-    } else {
-        vec![Check::skipped(name, d.detail)]
-    }
+/// The VirtualBox provider's host checks
+/// ([`crate::providers::virtualbox::checks`]: VBoxManage ≥ 7.0, host-only
+/// ranges allowed by networks.conf for the cluster's subnet, Hyper-V on the
+/// same Windows host).
+fn virtualbox_section(subnet: Option<Cidr>) -> Vec<Check> {
+    let subnets: Vec<Cidr> = subnet.into_iter().collect();
+    block_on(crate::providers::virtualbox::checks(&subnets))
 }
 
 /// Runs a detection future that does not block (Hyper-V and VirtualBox

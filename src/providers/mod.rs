@@ -9,8 +9,8 @@
 //! `libvirt/` (Linux, `virt` crate; its XML rendering compiles on every
 //! host so it is tested everywhere), `hyperv/` (PowerShell scripts, run
 //! wherever `powershell.exe` is; its logic compiles and is tested on every
-//! host against a stand-in). VirtualBox is detected but not built yet:
-//! choosing it is an error that says so.
+//! host against a stand-in), `virtualbox/` (VBoxManage, on every host with
+//! VirtualBox 7; tested against a stand-in VBoxManage).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -26,6 +26,7 @@ use crate::spec::{NetworkMode, ProviderKind};
 
 pub mod hyperv;
 pub mod libvirt;
+pub mod virtualbox;
 
 /// What the provider says about itself on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -330,16 +331,7 @@ pub async fn detect(kind: ProviderKind, config: &ProviderConfig) -> Detection {
     match kind {
         ProviderKind::Libvirt => detect_libvirt(config).await,
         ProviderKind::Hyperv => detect_hyperv().await,
-        ProviderKind::Virtualbox => Detection {
-            kind,
-            usable: false,
-            detail: "the VirtualBox provider is not part of this devcluster build yet".into(),
-            fix: Some(if cfg!(target_os = "linux") {
-                "use --provider libvirt".into()
-            } else {
-                "use another provider".into()
-            }),
-        },
+        ProviderKind::Virtualbox => virtualbox::detect().await,
         ProviderKind::Auto => Detection {
             kind,
             usable: false,
@@ -427,6 +419,7 @@ pub async fn open(kind: ProviderKind, config: &ProviderConfig) -> Result<Box<dyn
         #[cfg(target_os = "linux")]
         ProviderKind::Libvirt => Ok(Box::new(libvirt::Libvirt::open(config).await?)),
         ProviderKind::Hyperv => Ok(Box::new(hyperv::HyperV::open(config).await?)),
+        ProviderKind::Virtualbox => Ok(Box::new(virtualbox::VirtualBox::open(config).await?)),
         other => {
             let d = detect(other, config).await;
             Err(ProviderError::Unusable {

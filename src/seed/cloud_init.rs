@@ -235,6 +235,59 @@ pub fn network_config(seed: &LinuxSeed) -> Result<String, RenderError> {
     )
 }
 
+/// The name the NAT NIC gets in a two-NIC guest (VirtualBox's NIC 1).
+pub const NAT_INTERFACE: &str = "nat0";
+
+#[derive(Serialize)]
+struct TwoNicEthernet<'a> {
+    #[serde(rename = "match")]
+    matches: MacMatch<'a>,
+    #[serde(rename = "set-name")]
+    set_name: &'a str,
+    dhcp4: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    addresses: Vec<String>,
+}
+
+/// `network-config` of a VM with two NICs (VirtualBox): NIC 1 (`nat_mac`,
+/// renamed [`NAT_INTERFACE`]) takes DHCP from VirtualBox's NAT, which
+/// gives the default route and DNS: the host-only network does not route
+/// to the internet. NIC 2 (the planned MAC, renamed `seed.interface`) has
+/// the planned address and no gateway, so every cluster address (kubelet
+/// `node-ip`, the API server, flannel's `--iface`) is on it and never the
+/// NAT address 10.0.2.15 every VM shares. `seed.gateway` and `seed.dns`
+/// are not used.
+pub fn network_config_two_nics(seed: &LinuxSeed, nat_mac: &str) -> Result<String, RenderError> {
+    let nat = TwoNicEthernet {
+        matches: MacMatch {
+            macaddress: nat_mac,
+        },
+        set_name: NAT_INTERFACE,
+        dhcp4: true,
+        addresses: Vec::new(),
+    };
+    let cluster = TwoNicEthernet {
+        matches: MacMatch {
+            macaddress: &seed.mac,
+        },
+        set_name: &seed.interface,
+        dhcp4: false,
+        addresses: vec![format!("{}/{}", seed.ip, seed.prefix)],
+    };
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        version: u8,
+        ethernets: std::collections::BTreeMap<&'a str, TwoNicEthernet<'a>>,
+    }
+    to_yaml(
+        "network-config",
+        &Doc {
+            version: 2,
+            ethernets: [(NAT_INTERFACE, nat), (seed.interface.as_str(), cluster)].into(),
+        },
+    )
+}
+
 #[derive(Serialize)]
 struct UserData<'a> {
     hostname: &'a str,

@@ -39,6 +39,30 @@ pub fn linux_seed_iso(seed: &LinuxSeed) -> Result<Vec<u8>, SeedError> {
     iso::build(NOCLOUD_LABEL, &refs).map_err(SeedError::Iso)
 }
 
+/// The NoCloud files of a Linux node with a NAT NIC for egress and the
+/// cluster NIC (VirtualBox): as [`linux_seed_files`], with the two-NIC
+/// `network-config` ([`cloud_init::network_config_two_nics`]).
+pub fn linux_seed_files_two_nics(
+    seed: &LinuxSeed,
+    nat_mac: &str,
+) -> Result<[(&'static str, String); 3], RenderError> {
+    Ok([
+        ("user-data", cloud_init::user_data(seed)?),
+        ("meta-data", cloud_init::meta_data(seed)?),
+        (
+            "network-config",
+            cloud_init::network_config_two_nics(seed, nat_mac)?,
+        ),
+    ])
+}
+
+/// The NoCloud seed ISO of a two-NIC Linux node (VirtualBox).
+pub fn linux_seed_iso_two_nics(seed: &LinuxSeed, nat_mac: &str) -> Result<Vec<u8>, SeedError> {
+    let files = linux_seed_files_two_nics(seed, nat_mac).map_err(SeedError::Render)?;
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
+    iso::build(NOCLOUD_LABEL, &refs).map_err(SeedError::Iso)
+}
+
 /// A node's static address on the cluster network, as every guest's seed
 /// writes it (cloud-init network-config for Linux, the specialize unattend
 /// for Windows): matched by MAC, the address and prefix, the default

@@ -1,0 +1,1186 @@
+//! The VirtualBox provider (Linux, Windows and Intel macOS hosts), driven
+//! through `VBoxManage` ([`vboxmanage`]). It compiles on every OS; it runs
+//! wherever VBoxManage 7.0 or newer is found.
+//!
+//! **Network.** Every VM has two NICs. NIC 1 is NAT, for egress only: every
+//! VM's NAT address is the same 10.0.2.15, so nothing of the cluster may
+//! use it. NIC 2 is host-only, with the node's planned MAC, on the
+//! cluster's own /24 with the host at `.1`: a host-only *interface*
+//! (`hostonlyif`, `vboxnetN`) on Linux and Windows, a host-only *network*
+//! (`hostonlynet`, named `devcluster-CLUSTER`) on macOS, where VirtualBox 7
+//! has no host-only interfaces (Vagrant `driver/version_7_0.rb`). A
+//! `vboxnetN` cannot be named, so which one is the cluster's is kept in
+//! VirtualBox's global extra data (`devcluster/hostonlyif/CLUSTER`): destroy
+//! finds it without our state. The guest's seed makes NIC 1 DHCP and NIC 2
+//! static, matched by MAC ([`crate::seed::cloud_init::network_config_two_nics`]);
+//! kubelet's `node-ip`, the API server's advertise address and flannel's
+//! `--iface` all name NIC 2's address or interface. Since 6.1.28 the
+//! host-only subnet must be allowed by `/etc/vbox/networks.conf`
+//! ([`networks`]), which planning respects.
+//!
+//! **Disks.** The cached VDI is cloned once per image into a *base VM*
+//! (`devcluster-base-IMAGE-SHA12`, group `/devcluster-bases`) that is never
+//! started, and a snapshot `base` is taken of it; each node is `clonevm
+//! --snapshot base --options link`, a linked clone whose disk is a
+//! differencing image of the base (Vagrant's linked clones), grown to the
+//! planned size. The seed ISO sits in the VM's folder, on the SATA DVD.
+//!
+//! **Tags.** Node VMs are in the group `/devcluster/CLUSTER` and carry the
+//! guest property `/devcluster/cluster`; `/devcluster/created` is set last,
+//! so a VM found without it is a creation cut short and is made again.
+
+pub mod networks;
+pub mod vboxmanage;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::plan::Os;
+use crate::providers::{
+    BaseImage, Capabilities, Detection, NetworkSpec, Provider, ProviderConfig, ProviderError,
+    Result, Shutdown, VmSpec, VmState,
+};
+use crate::spec::ProviderKind;
+use vboxmanage::{ErrorKind, MachineInfo, MachineState, Runner, VBoxError};
+
+/// The group base VMs live in.
+pub const BASES_GROUP: &str = "/devcluster-bases";
+/// The snapshot every node is a linked clone of.
+pub const BASE_SNAPSHOT: &str = "base";
+/// The storage controller of every VM (disk on port 0, seed DVD on port 1).
+pub const CONTROLLER: &str = "SATA";
+const PROP_CLUSTER: &str = "/devcluster/cluster";
+const PROP_CREATED: &str = "/devcluster/created";
+const SEED_FILE: &str = "seed.iso";
+
+/// A cluster's VM group.
+pub fn cluster_group(cluster: &str) -> String {
+    format!("/devcluster/{cluster}")
+}
+
+/// The extra-data key naming a cluster's host-only interface.
+pub fn network_key(cluster: &str) -> String {
+    format!("devcluster/hostonlyif/{cluster}")
+}
+
+/// A cluster's host-only network (macOS).
+pub fn hostonlynet_name(cluster: &str) -> String {
+    format!("devcluster-{cluster}")
+}
+
+/// The base VM of an image.
+pub fn base_vm_name(base: &BaseImage) -> String {
+    let sha: String = base.sha256.chars().take(12).collect();
+    format!("devcluster-base-{}-{sha}", base.name)
+}
+
+/// NIC 1's MAC: the planned (NIC 2) MAC with its fifth octet set to 01,
+/// so it is unique per node and never equal to a planned MAC (whose fifth
+/// octet is 00), and the guest can match NIC 1 by MAC too.
+pub fn nat_mac(planned: &str) -> String {
+    let mut parts: Vec<&str> = planned.split(':').collect();
+    if parts.len() == 6 {
+        parts[4] = "01";
+    }
+    parts.join(":")
+}
+
+/// How the cluster's host-only side is made on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetKind {
+    /// `hostonlyif` (`vboxnetN`): Linux and Windows hosts.
+    Interface,
+    /// `hostonlynet`: VirtualBox 7 on macOS.
+    Network,
+}
+
+impl NetKind {
+    pub fn for_this_host() -> Self {
+        if cfg!(target_os = "macos") {
+            NetKind::Network
+        } else {
+            NetKind::Interface
+        }
+    }
+}
+
+/// VBoxManage: `DEVCLUSTER_VBOXMANAGE`, else on PATH, else VirtualBox's
+/// default install folder (Windows, macOS).
+pub fn find_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(vboxmanage::PROGRAM_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = if cfg!(windows) {
+        "VBoxManage.exe"
+    } else {
+        "VBoxManage"
+    };
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(exe)).collect())
+        .unwrap_or_default();
+    if cfg!(windows) {
+        if let Some(pf) = std::env::var_os("ProgramFiles") {
+            candidates.push(PathBuf::from(pf).join(r"Oracle\VirtualBox\VBoxManage.exe"));
+        }
+        candidates.push(PathBuf::from(
+            r"C:\Program Files\Oracle\VirtualBox\VBoxManage.exe",
+        ));
+    }
+    if cfg!(target_os = "macos") {
+        candidates.push(PathBuf::from(
+            "/Applications/VirtualBox.app/Contents/MacOS/VBoxManage",
+        ));
+        candidates.push(PathBuf::from("/usr/local/bin/VBoxManage"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+async fn version_output(runner: &Runner) -> std::result::Result<String, String> {
+    runner
+        .run(None, &["--version"])
+        .await
+        .map_err(|e| crate::error::one_line(&e))
+}
+
+/// Is VirtualBox 7 usable here?
+pub async fn detect() -> Detection {
+    let unusable = |detail: String| Detection {
+        kind: ProviderKind::Virtualbox,
+        usable: false,
+        detail,
+        fix: Some(networks::install_hint()),
+    };
+    let Some(program) = find_program() else {
+        return unusable("VBoxManage not found (PATH, VirtualBox's install folder)".into());
+    };
+    let runner = Runner::new(&program);
+    let check = networks::version_check(
+        version_output(&runner)
+            .await
+            .as_deref()
+            .map_err(|e| e.clone()),
+    );
+    match check.status {
+        crate::doctor::Status::Ok => Detection {
+            kind: ProviderKind::Virtualbox,
+            usable: true,
+            detail: format!("{} ({})", check.found, program.display()),
+            fix: None,
+        },
+        _ => Detection {
+            kind: ProviderKind::Virtualbox,
+            usable: false,
+            detail: check.found,
+            fix: check.fix,
+        },
+    }
+}
+
+/// `(Get-CimInstance Win32_ComputerSystem).HypervisorPresent` on Windows.
+async fn hypervisor_present() -> Option<String> {
+    if !cfg!(windows) {
+        return None;
+    }
+    let out = tokio::process::Command::new("powershell.exe")
+        .args([
+            "-NoLogo",
+            "-NoProfile",
+            "-NonInteractive",
+            "-Command",
+            "(Get-CimInstance Win32_ComputerSystem).HypervisorPresent",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The VirtualBox checks of `devcluster doctor`: the version, the
+/// host-only ranges for `subnets` (the VirtualBox clusters' and the one a
+/// new cluster would get), Hyper-V on a Windows host.
+pub async fn checks(subnets: &[crate::net::Cidr]) -> Vec<crate::doctor::Check> {
+    let version = match find_program() {
+        None => Err("VBoxManage not found (PATH, VirtualBox's install folder)".to_string()),
+        Some(p) => version_output(&Runner::new(p)).await,
+    };
+    vec![
+        networks::version_check(version.as_deref().map_err(|e| e.clone())),
+        networks::networks_conf_check(&networks::host_allowed_ranges(), subnets),
+        networks::hyperv_check(hypervisor_present().await.as_deref()),
+    ]
+}
+
+/// Where planning may put a cluster's subnet for `provider`: for
+/// VirtualBox (and `auto` on macOS, where it is the only provider) the
+/// host-only ranges this host's VirtualBox allows ([`networks`]); `None`
+/// for anything else, or on Windows. Reads `/etc/vbox/networks.conf` and
+/// nothing else: it works, and changes nothing, without VirtualBox.
+pub fn plan_restriction(
+    provider: ProviderKind,
+) -> std::result::Result<Option<crate::plan::AllowedSubnets>, crate::error::UserError> {
+    let applies = provider == ProviderKind::Virtualbox
+        || (provider == ProviderKind::Auto && cfg!(target_os = "macos"));
+    if !applies {
+        return Ok(None);
+    }
+    let ranges = networks::host_allowed_ranges().map_err(|e| {
+        crate::error::UserError::new(e.to_string()).hint(format!(
+            "each line of {} is `*` and ranges, e.g. `* 192.168.56.0/21`",
+            networks::NETWORKS_CONF
+        ))
+    })?;
+    Ok(ranges.map(|ranges| crate::plan::AllowedSubnets {
+        ranges,
+        by: "VirtualBox".into(),
+        file: networks::NETWORKS_CONF.into(),
+    }))
+}
+
+pub struct VirtualBox {
+    vbm: Arc<Runner>,
+    net_kind: NetKind,
+    /// Cluster -> its host-only interface or network, as ensured.
+    networks: std::sync::Mutex<HashMap<String, String>>,
+    /// Nodes are created in parallel; the first makes the base VM.
+    base_lock: tokio::sync::Mutex<()>,
+    /// How often a shutting-down VM's state is polled.
+    poll: Duration,
+}
+
+fn op(op: &'static str, what: impl Into<String>) -> impl FnOnce(VBoxError) -> ProviderError {
+    let what = what.into();
+    move |e| ProviderError::op(op, what, e)
+}
+
+impl VirtualBox {
+    pub async fn open(_config: &ProviderConfig) -> Result<Self> {
+        let d = detect().await;
+        if !d.usable {
+            return Err(ProviderError::Unusable {
+                kind: ProviderKind::Virtualbox,
+                message: d.detail,
+                fix: d.fix,
+            });
+        }
+        let program = find_program().ok_or_else(|| ProviderError::Unusable {
+            kind: ProviderKind::Virtualbox,
+            message: "VBoxManage not found".into(),
+            fix: Some(networks::install_hint()),
+        })?;
+        Ok(Self::with_runner(
+            Runner::new(program),
+            NetKind::for_this_host(),
+        ))
+    }
+
+    /// A provider on `runner` (tests: a stand-in VBoxManage).
+    pub fn with_runner(runner: Runner, net_kind: NetKind) -> Self {
+        Self {
+            vbm: Arc::new(runner),
+            net_kind,
+            networks: std::sync::Mutex::new(HashMap::new()),
+            base_lock: tokio::sync::Mutex::new(()),
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    /// Sets how often a shutdown polls the VM's state.
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    async fn vbm(&self, vm: &str, args: &[&str]) -> std::result::Result<String, VBoxError> {
+        self.vbm.run(Some(vm), args).await
+    }
+
+    /// `showvminfo`, or `None` for no such VM.
+    pub async fn info(&self, name: &str) -> Result<Option<MachineInfo>> {
+        match self
+            .vbm(name, &["showvminfo", name, "--machinereadable"])
+            .await
+        {
+            Ok(text) => MachineInfo::parse(&text).map(Some).map_err(|what| {
+                ProviderError::op(
+                    "reading",
+                    format!("VM {name}"),
+                    VBoxError::Unexpected {
+                        args: format!("showvminfo {name} --machinereadable"),
+                        what,
+                    },
+                )
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ProviderError::op("reading", format!("VM {name}"), e)),
+        }
+    }
+
+    async fn existing(&self, name: &str) -> Result<MachineInfo> {
+        self.info(name)
+            .await?
+            .ok_or_else(|| ProviderError::NoSuchVm(name.to_string()))
+    }
+
+    async fn guest_property(&self, vm: &str, key: &str) -> Result<Option<String>> {
+        self.vbm(vm, &["guestproperty", "get", vm, key])
+            .await
+            .map(|t| vboxmanage::parse_value(&t))
+            .map_err(op("reading", format!("guest property {key} of {vm}")))
+    }
+
+    async fn extradata(&self, key: &str) -> Result<Option<String>> {
+        self.vbm
+            .run(None, &["getextradata", "global", key])
+            .await
+            .map(|t| vboxmanage::parse_value(&t))
+            .map_err(op("reading", format!("extra data {key}")))
+    }
+
+    /// The cluster's host-only interface or network, if it has one.
+    async fn network_of(&self, cluster: &str) -> Result<Option<String>> {
+        if let Some(n) = self
+            .networks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(cluster)
+        {
+            return Ok(Some(n.clone()));
+        }
+        match self.net_kind {
+            NetKind::Interface => self.extradata(&network_key(cluster)).await,
+            NetKind::Network => {
+                let name = hostonlynet_name(cluster);
+                let nets = self
+                    .vbm
+                    .run(None, &["list", "hostonlynets"])
+                    .await
+                    .map_err(op("listing", "host-only networks"))?;
+                Ok(vboxmanage::parse_hostonlynets(&nets)
+                    .into_iter()
+                    .any(|n| n.name == name)
+                    .then_some(name))
+            }
+        }
+    }
+
+    /// Every host-only interface or network a VM uses (any VM, ours or
+    /// not: one still in use is kept).
+    async fn networks_in_use(&self) -> Result<Vec<String>> {
+        let list = self
+            .vbm
+            .run(None, &["list", "vms"])
+            .await
+            .map_err(op("listing", "VMs"))?;
+        let mut used = Vec::new();
+        for (name, uuid) in vboxmanage::parse_list_vms(&list) {
+            if let Some(info) = self.info(&uuid).await.map_err(|e| {
+                tracing::debug!("VM {name}: {e}");
+                e
+            })? {
+                used.extend(info.host_only_networks().map(str::to_string));
+            }
+        }
+        Ok(used)
+    }
+
+    /// The base VM of `base`, made (once) if missing; a base VM without its
+    /// snapshot is a creation cut short and is made again.
+    async fn ensure_base(&self, base: &BaseImage, os: Os) -> Result<String> {
+        let _one = self.base_lock.lock().await;
+        let name = base_vm_name(base);
+        match self.info(&name).await? {
+            Some(info) if info.snapshots.iter().any(|s| s == BASE_SNAPSHOT) => return Ok(name),
+            Some(_) => self.unregister(&name).await?,
+            None => {}
+        }
+        let ostype = ostype(os);
+        self.vbm(
+            &name,
+            &[
+                "createvm",
+                "--name",
+                &name,
+                "--groups",
+                BASES_GROUP,
+                "--ostype",
+                ostype,
+                "--register",
+            ],
+        )
+        .await
+        .map_err(op("creating", format!("base VM {name}")))?;
+        let info = self.existing(&name).await?;
+        let dir = vm_dir(&info)?;
+        let disk = dir.join("disk.vdi");
+        let disk_s = disk.to_string_lossy().into_owned();
+        if disk.exists() {
+            // Left by a cut-short clone: unregister and delete it first.
+            let _ = self
+                .vbm
+                .run(None, &["closemedium", "disk", &disk_s, "--delete"])
+                .await;
+            let _ = std::fs::remove_file(&disk);
+        }
+        let src = base.path.to_string_lossy().into_owned();
+        self.vbm
+            .run(
+                None,
+                &["clonemedium", "disk", &src, &disk_s, "--format", "VDI"],
+            )
+            .await
+            .map_err(op("copying", format!("disk image {}", base.path.display())))?;
+        let steps: [Vec<&str>; 3] = [
+            vec![
+                "storagectl",
+                &name,
+                "--name",
+                CONTROLLER,
+                "--add",
+                "sata",
+                "--controller",
+                "IntelAhci",
+                "--portcount",
+                "2",
+            ],
+            vec![
+                "storageattach",
+                &name,
+                "--storagectl",
+                CONTROLLER,
+                "--port",
+                "0",
+                "--device",
+                "0",
+                "--type",
+                "hdd",
+                "--medium",
+                &disk_s,
+            ],
+            vec!["modifyvm", &name, "--firmware", "efi"],
+        ];
+        for args in &steps {
+            self.vbm(&name, args)
+                .await
+                .map_err(op("setting up", format!("base VM {name}")))?;
+        }
+        self.vbm(&name, &["snapshot", &name, "take", BASE_SNAPSHOT])
+            .await
+            .map_err(op("taking the base snapshot of", format!("base VM {name}")))?;
+        Ok(name)
+    }
+
+    /// Powers a VM off (whatever its state) and unregisters it with its
+    /// files; then removes the seed and the VM's folder if empty.
+    async fn unregister(&self, name: &str) -> Result<()> {
+        let Some(info) = self.info(name).await? else {
+            return Ok(());
+        };
+        match info.state {
+            MachineState::Running | MachineState::Paused | MachineState::Transient => {
+                match self.vbm(name, &["controlvm", name, "poweroff"]).await {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::InvalidState) => {}
+                    Err(e) => {
+                        return Err(ProviderError::op("powering off", format!("VM {name}"), e));
+                    }
+                }
+            }
+            MachineState::Saved => {
+                self.vbm(name, &["discardstate", name])
+                    .await
+                    .map_err(op("discarding the saved state of", format!("VM {name}")))?;
+            }
+            _ => {}
+        }
+        match self.vbm(name, &["unregistervm", name, "--delete"]).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(ProviderError::op("deleting", format!("VM {name}"), e)),
+        }
+        if let Ok(dir) = vm_dir(&info) {
+            let _ = std::fs::remove_file(dir.join(SEED_FILE));
+            let _ = std::fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+
+    async fn wait_off(&self, name: &str, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.info(name).await? {
+                None => return Ok(true),
+                Some(i) if matches!(i.state, MachineState::PowerOff | MachineState::Aborted) => {
+                    return Ok(true);
+                }
+                Some(_) if Instant::now() >= deadline => return Ok(false),
+                Some(_) => tokio::time::sleep(self.poll).await,
+            }
+        }
+    }
+
+    async fn startvm(&self, name: &str) -> Result<()> {
+        self.vbm(name, &["startvm", name, "--type", "headless"])
+            .await
+            .map(drop)
+            .map_err(op("starting", format!("VM {name}")))
+    }
+}
+
+fn ostype(os: Os) -> &'static str {
+    match os {
+        Os::Linux => "Ubuntu_64",
+        Os::Windows => "Windows2022_64",
+    }
+}
+
+fn vm_dir(info: &MachineInfo) -> Result<PathBuf> {
+    info.cfg_file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            ProviderError::Invalid(format!(
+                "VirtualBox did not say where VM {} lives",
+                info.name
+            ))
+        })
+}
+
+fn vm_state(s: MachineState) -> VmState {
+    match s {
+        MachineState::PowerOff | MachineState::Aborted => VmState::Off,
+        MachineState::Running => VmState::Running,
+        MachineState::Paused => VmState::Paused,
+        MachineState::Saved => VmState::Saved,
+        MachineState::Transient | MachineState::Unknown => VmState::Other,
+    }
+}
+
+/// The `modifyvm` arguments of a node.
+pub fn modifyvm_args(vm: &VmSpec, network: &str, net_kind: NetKind) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "modifyvm".into(),
+        vm.name.clone(),
+        "--ostype".into(),
+        ostype(vm.os).into(),
+        "--memory".into(),
+        vm.memory_mib.to_string(),
+        "--cpus".into(),
+        vm.cpus.to_string(),
+        "--firmware".into(),
+        "efi".into(),
+        "--ioapic".into(),
+        "on".into(),
+        // Linux keeps the hardware clock in UTC, Windows in local time.
+        "--rtcuseutc".into(),
+        if vm.os == Os::Linux { "on" } else { "off" }.into(),
+        "--nic1".into(),
+        "nat".into(),
+        "--nictype1".into(),
+        "82540EM".into(),
+        "--macaddress1".into(),
+        vboxmanage::mac_to_vbox(&nat_mac(&vm.mac)),
+        "--cableconnected1".into(),
+        "on".into(),
+    ];
+    match net_kind {
+        NetKind::Interface => {
+            a.extend(["--nic2", "hostonly", "--hostonlyadapter2", network].map(String::from))
+        }
+        NetKind::Network => {
+            a.extend(["--nic2", "hostonlynet", "--host-only-net2", network].map(String::from))
+        }
+    }
+    a.extend([
+        "--nictype2".into(),
+        "82540EM".into(),
+        "--macaddress2".into(),
+        vboxmanage::mac_to_vbox(&vm.mac),
+        "--cableconnected2".into(),
+        "on".into(),
+        "--uart1".into(),
+        "0x3F8".into(),
+        "4".into(),
+        "--uartmode1".into(),
+        "file".into(),
+        vm.serial_log.to_string_lossy().into_owned(),
+        "--boot1".into(),
+        "disk".into(),
+        "--boot2".into(),
+        "dvd".into(),
+        "--boot3".into(),
+        "none".into(),
+        "--boot4".into(),
+        "none".into(),
+    ]);
+    a
+}
+
+#[async_trait]
+impl Provider for VirtualBox {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Virtualbox
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            linked_clones: true,
+            suspend_to_disk: true,
+            snapshots: true,
+            golden_disks: false,
+        }
+    }
+
+    async fn prepare_create(&self) -> Result<Vec<String>> {
+        let check = networks::hyperv_check(hypervisor_present().await.as_deref());
+        Ok(match check.status {
+            crate::doctor::Status::Warn => vec![format!(
+                "{} ({})",
+                check.found,
+                check.fix.unwrap_or_default()
+            )],
+            _ => Vec::new(),
+        })
+    }
+
+    async fn ensure_network(&self, net: &NetworkSpec) -> Result<()> {
+        let mask = net.subnet.netmask().to_string();
+        let gateway = net.gateway.to_string();
+        let name = match self.net_kind {
+            NetKind::Interface => {
+                let list = self
+                    .vbm
+                    .run(None, &["list", "hostonlyifs"])
+                    .await
+                    .map_err(op("listing", "host-only interfaces"))?;
+                let ifs = vboxmanage::parse_hostonlyifs(&list);
+                let recorded = self.extradata(&network_key(&net.cluster)).await?;
+                let existing = recorded
+                    .filter(|r| ifs.iter().any(|i| &i.name == r))
+                    .or_else(|| {
+                        ifs.iter()
+                            .find(|i| i.ip == Some(net.gateway))
+                            .map(|i| i.name.clone())
+                    });
+                let name = match existing {
+                    Some(n) => n,
+                    None => {
+                        let out = self
+                            .vbm
+                            .run(None, &["hostonlyif", "create"])
+                            .await
+                            .map_err(op("creating", "a host-only interface"))?;
+                        vboxmanage::parse_created_interface(&out).ok_or_else(|| {
+                            ProviderError::op(
+                                "creating",
+                                "a host-only interface",
+                                VBoxError::Unexpected {
+                                    args: "hostonlyif create".into(),
+                                    what: out.trim().to_string(),
+                                },
+                            )
+                        })?
+                    }
+                };
+                let current = ifs.iter().find(|i| i.name == name);
+                if current.is_none_or(|i| {
+                    i.ip != Some(net.gateway) || i.netmask != Some(net.subnet.netmask())
+                }) {
+                    self.vbm
+                        .run(
+                            None,
+                            &[
+                                "hostonlyif",
+                                "ipconfig",
+                                &name,
+                                "--ip",
+                                &gateway,
+                                "--netmask",
+                                &mask,
+                            ],
+                        )
+                        .await
+                        .map_err(op(
+                            "configuring",
+                            format!("host-only interface {name} ({})", net.subnet),
+                        ))?;
+                }
+                self.vbm
+                    .run(
+                        None,
+                        &["setextradata", "global", &network_key(&net.cluster), &name],
+                    )
+                    .await
+                    .map_err(op("recording", format!("host-only interface {name}")))?;
+                name
+            }
+            NetKind::Network => {
+                let name = hostonlynet_name(&net.cluster);
+                let list = self
+                    .vbm
+                    .run(None, &["list", "hostonlynets"])
+                    .await
+                    .map_err(op("listing", "host-only networks"))?;
+                if !vboxmanage::parse_hostonlynets(&list)
+                    .iter()
+                    .any(|n| n.name == name)
+                {
+                    // As Vagrant does for static addresses: the range is
+                    // the network address alone, and the host is `.1`.
+                    let network = net.subnet.addr().to_string();
+                    self.vbm
+                        .run(
+                            None,
+                            &[
+                                "hostonlynet",
+                                "add",
+                                "--name",
+                                &name,
+                                "--netmask",
+                                &mask,
+                                "--lower-ip",
+                                &network,
+                                "--upper-ip",
+                                &network,
+                                "--enable",
+                            ],
+                        )
+                        .await
+                        .map_err(op(
+                            "creating",
+                            format!("host-only network {name} ({})", net.subnet),
+                        ))?;
+                }
+                name
+            }
+        };
+        self.networks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(net.cluster.clone(), name);
+        Ok(())
+    }
+
+    async fn remove_network(&self, cluster: &str) -> Result<()> {
+        let Some(name) = self.network_of(cluster).await? else {
+            return Ok(());
+        };
+        if self.networks_in_use().await?.contains(&name) {
+            tracing::info!("host-only {name} of cluster {cluster} is still used by a VM: kept");
+            return Ok(());
+        }
+        let r = match self.net_kind {
+            NetKind::Interface => self.vbm.run(None, &["hostonlyif", "remove", &name]).await,
+            NetKind::Network => {
+                self.vbm
+                    .run(None, &["hostonlynet", "remove", "--name", &name])
+                    .await
+            }
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ProviderError::op(
+                    "removing",
+                    format!("host-only {name}"),
+                    e,
+                ));
+            }
+        }
+        if self.net_kind == NetKind::Interface {
+            // Without a value, setextradata deletes the key.
+            self.vbm
+                .run(None, &["setextradata", "global", &network_key(cluster)])
+                .await
+                .map_err(op("forgetting", format!("host-only interface {name}")))?;
+        }
+        self.networks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(cluster);
+        Ok(())
+    }
+
+    async fn create_node(&self, vm: &VmSpec) -> Result<()> {
+        let name = vm.name.as_str();
+        if self.info(name).await?.is_some() {
+            if self.guest_property(name, PROP_CREATED).await?.as_deref() == Some("1") {
+                return Ok(());
+            }
+            tracing::info!("VM {name} was not completely created: making it again");
+            self.unregister(name).await?;
+        }
+        if vm.golden.is_some() {
+            return Err(self.no_golden_disks());
+        }
+        let network = self.network_of(&vm.cluster).await?.ok_or_else(|| {
+            ProviderError::Invalid(format!(
+                "cluster {} has no host-only network yet (ensure_network first)",
+                vm.cluster
+            ))
+        })?;
+        let base = self.ensure_base(&vm.base, vm.os).await?;
+        let group = cluster_group(&vm.cluster);
+        self.vbm(
+            &base,
+            &[
+                "clonevm",
+                &base,
+                "--snapshot",
+                BASE_SNAPSHOT,
+                "--options",
+                "link",
+                "--name",
+                name,
+                "--groups",
+                &group,
+                "--register",
+            ],
+        )
+        .await
+        .map_err(op("cloning", format!("VM {name} from {base}")))?;
+        self.vbm(
+            name,
+            &["guestproperty", "set", name, PROP_CLUSTER, &vm.cluster],
+        )
+        .await
+        .map_err(op("tagging", format!("VM {name}")))?;
+        let info = self.existing(name).await?;
+        let dir = vm_dir(&info)?;
+        let seed = dir.join(SEED_FILE);
+        crate::fsutil::atomic_write(&seed, &vm.seed_iso, crate::fsutil::Access::Private).map_err(
+            |e| {
+                ProviderError::op(
+                    "writing",
+                    format!("the seed of {name} ({})", seed.display()),
+                    e,
+                )
+            },
+        )?;
+        let args = modifyvm_args(vm, &network, self.net_kind);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.vbm(name, &args)
+            .await
+            .map_err(op("configuring", format!("VM {name}")))?;
+        let seed_s = seed.to_string_lossy().into_owned();
+        self.vbm(
+            name,
+            &[
+                "storageattach",
+                name,
+                "--storagectl",
+                CONTROLLER,
+                "--port",
+                "1",
+                "--device",
+                "0",
+                "--type",
+                "dvddrive",
+                "--medium",
+                &seed_s,
+            ],
+        )
+        .await
+        .map_err(op("attaching", format!("the seed of {name}")))?;
+        if let Some(disk) = &info.disk_uuid {
+            let want_mib = u64::from(vm.disk_gib) * 1024;
+            let medium = self
+                .vbm(name, &["showmediuminfo", "disk", disk])
+                .await
+                .map_err(op("reading", format!("the disk of {name}")))?;
+            if vboxmanage::parse_capacity_mib(&medium).is_some_and(|have| have < want_mib) {
+                let want = want_mib.to_string();
+                self.vbm(name, &["modifymedium", "disk", disk, "--resize", &want])
+                    .await
+                    .map_err(op("growing", format!("the disk of {name}")))?;
+            }
+        }
+        self.vbm(name, &["guestproperty", "set", name, PROP_CREATED, "1"])
+            .await
+            .map_err(op("tagging", format!("VM {name}")))?;
+        Ok(())
+    }
+
+    async fn start(&self, name: &str) -> Result<()> {
+        match self.existing(name).await?.state {
+            MachineState::Running => Ok(()),
+            MachineState::Paused => self
+                .vbm(name, &["controlvm", name, "resume"])
+                .await
+                .map(drop)
+                .map_err(op("resuming", format!("VM {name}"))),
+            _ => self.startvm(name).await,
+        }
+    }
+
+    async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown> {
+        let Some(info) = self.info(name).await? else {
+            return Ok(Shutdown::AlreadyOff);
+        };
+        match info.state {
+            MachineState::PowerOff | MachineState::Aborted => return Ok(Shutdown::AlreadyOff),
+            MachineState::Saved => {
+                self.vbm(name, &["discardstate", name])
+                    .await
+                    .map_err(op("discarding the saved state of", format!("VM {name}")))?;
+                return Ok(Shutdown::Forced);
+            }
+            MachineState::Running => {
+                match self
+                    .vbm(name, &["controlvm", name, "acpipowerbutton"])
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::InvalidState => {}
+                    Err(e) => {
+                        return Err(ProviderError::op("shutting down", format!("VM {name}"), e));
+                    }
+                }
+                if self.wait_off(name, timeout).await? {
+                    return Ok(Shutdown::Graceful);
+                }
+            }
+            _ => {}
+        }
+        match self.vbm(name, &["controlvm", name, "poweroff"]).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::InvalidState => {}
+            Err(e) => return Err(ProviderError::op("powering off", format!("VM {name}"), e)),
+        }
+        Ok(Shutdown::Forced)
+    }
+
+    async fn suspend(&self, name: &str) -> Result<()> {
+        match self.existing(name).await?.state {
+            MachineState::Running | MachineState::Paused => self
+                .vbm(name, &["controlvm", name, "savestate"])
+                .await
+                .map(drop)
+                .map_err(op("saving", format!("VM {name}"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn resume(&self, name: &str) -> Result<()> {
+        // A saved VM resumes by starting; a paused one by resume.
+        self.start(name).await
+    }
+
+    async fn state(&self, name: &str) -> Result<VmState> {
+        Ok(self
+            .info(name)
+            .await?
+            .map_or(VmState::Absent, |i| vm_state(i.state)))
+    }
+
+    async fn delete_node(&self, name: &str) -> Result<()> {
+        self.unregister(name).await
+    }
+
+    async fn cluster_vms(&self, cluster: &str) -> Result<Vec<String>> {
+        let list = self
+            .vbm
+            .run(None, &["list", "vms"])
+            .await
+            .map_err(op("listing", "VMs"))?;
+        let group = cluster_group(cluster);
+        let mut out = Vec::new();
+        for (name, uuid) in vboxmanage::parse_list_vms(&list) {
+            if let Some(info) = self.info(&uuid).await?
+                && info.groups.contains(&group)
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_storage(&self, _cluster: &str) -> Result<()> {
+        // A node's disk, saved state and seed live in its VM folder and go
+        // with the VM; the base VMs are shared by clusters (like the image
+        // cache) and stay.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Plan, Surroundings};
+    use crate::spec::{Layer, Origin, Val, resolve};
+
+    /// A VirtualBox plan as `up --provider virtualbox` makes it on a host
+    /// without networks.conf.
+    fn vbox_plan() -> Plan {
+        let layer = Layer {
+            provider: Some(Val::new(
+                ProviderKind::Virtualbox,
+                Origin::Flag("--provider"),
+            )),
+            workers: Some(Val::new(2, Origin::Flag("--workers"))),
+            windows_workers: Some(Val::new(1, Origin::Flag("--windows-workers"))),
+            ..Layer::default()
+        };
+        let spec = resolve(Val::new("dev".into(), Origin::Flag("--cluster")), layer).unwrap();
+        let env = Surroundings {
+            allowed: Some(crate::plan::AllowedSubnets {
+                ranges: networks::allowed_ranges(false, None).unwrap().unwrap(),
+                by: "VirtualBox".into(),
+                file: networks::NETWORKS_CONF.into(),
+            }),
+            ..Default::default()
+        };
+        crate::plan::plan(&spec, &env).unwrap()
+    }
+
+    /// Every address a node is known by is NIC 2's planned one: the seed
+    /// makes NIC 1 (NAT) DHCP and NIC 2 static by MAC without a gateway,
+    /// and kubeadm's node-ip and advertise address are the planned IP.
+    #[test]
+    fn every_seed_and_kubeadm_config_uses_nic_2() {
+        let plan = vbox_plan();
+        assert_eq!(plan.network.subnet.to_string(), "192.168.56.0/24");
+        let version = crate::versions::find(&plan.kubernetes_version).unwrap();
+        let token = crate::pki::Secret::new("abcdef.0123456789abcdef");
+        let hash = format!("sha256:{}", "0".repeat(64));
+        for node in plan.nodes.iter().filter(|n| n.os == Os::Linux) {
+            let seed = crate::seed::seed_inputs_for(
+                &plan,
+                node,
+                "ssh-ed25519 AAAATEST user@host",
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nTEST\n-----END OPENSSH PRIVATE KEY-----\n",
+                "ssh-ed25519 AAAATESTHOST root@node",
+            );
+            let files = crate::seed::linux_seed_files_two_nics(&seed, &nat_mac(&node.mac)).unwrap();
+            let net = &files
+                .iter()
+                .find(|(n, _)| *n == "network-config")
+                .unwrap()
+                .1;
+            let doc: serde_norway::Value = serde_norway::from_str(net).unwrap();
+            let nat = &doc["ethernets"]["nat0"];
+            assert_eq!(
+                nat["match"]["macaddress"].as_str(),
+                Some(nat_mac(&node.mac).as_str())
+            );
+            assert_eq!(nat["dhcp4"].as_bool(), Some(true));
+            let c = &doc["ethernets"]["cluster0"];
+            assert_eq!(c["match"]["macaddress"].as_str(), Some(node.mac.as_str()));
+            assert_eq!(c["set-name"].as_str(), Some("cluster0"));
+            assert_eq!(c["dhcp4"].as_bool(), Some(false));
+            assert_eq!(
+                c["addresses"][0].as_str(),
+                Some(format!("{}/24", node.ip).as_str())
+            );
+            // The host-only network has no route out: no gateway there.
+            assert!(
+                c.get("gateway4").is_none() && c.get("routes").is_none(),
+                "{net}"
+            );
+            assert_ne!(nat_mac(&node.mac), node.mac);
+            let kubeadm = if node.role == crate::plan::Role::ControlPlane {
+                crate::kube::kubeadm::init_config_with(&plan, node, &token, version).unwrap()
+            } else {
+                crate::kube::kubeadm::join_config_with(&plan, node, &token, &hash, version).unwrap()
+            };
+            let text = kubeadm.expose();
+            assert!(text.contains(&node.ip.to_string()), "{text}");
+            assert!(!text.contains("10.0.2.15"));
+            for (_, f) in &files {
+                assert!(!f.contains("10.0.2.15"));
+            }
+            let iso = crate::seed::linux_seed_iso_two_nics(&seed, &nat_mac(&node.mac)).unwrap();
+            assert!(iso.windows(net.len()).any(|w| w == net.as_bytes()));
+        }
+        let cp = plan.control_plane();
+        let seed = crate::seed::seed_inputs_for(
+            &plan,
+            cp,
+            "ssh-ed25519 AAAATEST user@host",
+            "k\n",
+            "ssh-ed25519 AAAATESTHOST root@node",
+        );
+        insta::assert_snapshot!(
+            "two_nic_network_config",
+            crate::seed::cloud_init::network_config_two_nics(&seed, &nat_mac(&cp.mac)).unwrap()
+        );
+        // flannel names NIC 2's interface.
+        let flannel = crate::kube::flannel::manifest(&plan).unwrap();
+        assert!(flannel.contains("--iface=cluster0"));
+    }
+
+    #[test]
+    fn modifyvm_args_per_host_and_os() {
+        let plan = vbox_plan();
+        let node = plan.node("dev-w1").unwrap();
+        let vm = VmSpec {
+            cluster: "dev".into(),
+            name: node.name.clone(),
+            role: "worker".into(),
+            os: Os::Linux,
+            cpus: 2,
+            memory_mib: 2048,
+            disk_gib: 20,
+            mac: node.mac.clone(),
+            base: BaseImage {
+                name: "ubuntu-24.04".into(),
+                path: "/c/x.vdi".into(),
+                sha256: "ab".repeat(32),
+                firmware: crate::providers::Firmware::Uefi,
+                secure_boot: false,
+            },
+            golden: None,
+            seed_iso: vec![],
+            serial_log: "/logs/dev-w1.serial.log".into(),
+        };
+        let a = modifyvm_args(&vm, "vboxnet2", NetKind::Interface).join(" ");
+        assert!(a.contains("--nic1 nat"), "{a}");
+        assert!(
+            a.contains("--nic2 hostonly --hostonlyadapter2 vboxnet2"),
+            "{a}"
+        );
+        assert!(a.contains(&format!(
+            "--macaddress2 {}",
+            vboxmanage::mac_to_vbox(&node.mac)
+        )));
+        assert!(a.contains("--firmware efi") && a.contains("--rtcuseutc on"));
+        let a = modifyvm_args(&vm, "devcluster-dev", NetKind::Network).join(" ");
+        assert!(
+            a.contains("--nic2 hostonlynet --host-only-net2 devcluster-dev"),
+            "{a}"
+        );
+        let win = VmSpec {
+            os: Os::Windows,
+            ..vm
+        };
+        let a = modifyvm_args(&win, "vboxnet2", NetKind::Interface).join(" ");
+        assert!(
+            a.contains("--ostype Windows2022_64") && a.contains("--rtcuseutc off"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn names_and_macs() {
+        assert_eq!(nat_mac("02:aa:bb:cc:00:0a"), "02:aa:bb:cc:01:0a");
+        assert_eq!(cluster_group("dev"), "/devcluster/dev");
+        assert_eq!(hostonlynet_name("dev"), "devcluster-dev");
+        let base = BaseImage {
+            name: "ubuntu-24.04".into(),
+            path: "/c/x.vdi".into(),
+            sha256: "0123456789abcdef".into(),
+            firmware: crate::providers::Firmware::Uefi,
+            secure_boot: false,
+        };
+        assert_eq!(
+            base_vm_name(&base),
+            "devcluster-base-ubuntu-24.04-0123456789ab"
+        );
+    }
+}
