@@ -82,6 +82,11 @@ pub enum Command {
     Ssh(SshArgs),
     /// Show a node's provisioning log.
     Logs(LogsArgs),
+    /// Check the host: hypervisors, permissions, virtualization, memory,
+    /// disk, tools, files, network; each problem with its fix.
+    ///
+    /// Exits 0 when no check fails (warnings allowed), 1 otherwise.
+    Doctor(DoctorArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Manage the disk images nodes boot from.
@@ -365,4 +370,20 @@ pub struct HaltArgs {
     /// Seconds to wait for a graceful shutdown before powering a VM off.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check this provider only (default: the configured one; auto: every
+    /// provider's section).
+    #[arg(long, value_enum, env = "DEVCLUSTER_PROVIDER")]
+    pub provider: Option<ProviderKind>,
+
+    /// Config file (default: ./devcluster.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }

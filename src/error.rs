@@ -86,7 +86,7 @@ impl StdError for WithHint {
     }
 }
 
-/// `result.hint("run devcluster doctor")`.
+/// `result.hint("run `devcluster doctor`")`.
 pub trait HintExt<T> {
     fn hint(self, hint: impl Into<String>) -> anyhow::Result<T>;
 }

@@ -7,13 +7,21 @@ use crate::net::Cidr;
 
 /// Physical memory in MiB, if the platform tells.
 pub fn physical_memory_mib() -> Option<u64> {
+    memory_mib().map(|(total, _)| total)
+}
+
+/// Physical and available memory in MiB, if the platform tells.
+pub fn memory_mib() -> Option<(u64, u64)> {
     use sysinfo::{MemoryRefreshKind, RefreshKind, System};
     let sys = System::new_with_specifics(
         RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
     )
     .ok()?;
     let total = sys.total_memory();
-    (total > 0).then_some(total / (1024 * 1024))
+    (total > 0).then_some((
+        total / (1024 * 1024),
+        sys.available_memory() / (1024 * 1024),
+    ))
 }
 
 /// IPv4 networks the host already reaches directly: the networks of its

@@ -133,6 +133,7 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Ssh(args) => commands::ssh::ssh(&ctx, args),
         Command::Logs(args) => commands::logs::logs(&ctx, args),
         Command::Node(cmd) => commands::node::node(&ctx, cmd),
+        Command::Doctor(args) => commands::doctor::doctor(&ctx, args),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }

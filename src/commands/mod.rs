@@ -8,6 +8,7 @@ use crate::ui::Printer;
 
 pub mod completions;
 pub mod destroy;
+pub mod doctor;
 pub mod images;
 pub mod kubeconfig;
 pub mod lifecycle;

@@ -33,12 +33,13 @@ pub fn up(ctx: &Ctx, args: &UpArgs, matches: &ArgMatches) -> anyhow::Result<Exit
         return Ok(ExitStatus::Success);
     }
     let _lock = ClusterLock::acquire(&ctx.dirs, &plan.cluster, "devcluster up")?;
-    create(ctx, plan, args, spec.offline.value)
+    create(ctx, plan, args, &spec)
 }
 
 /// The real `up`: state, secrets, provider, images, VMs.
-fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result<ExitStatus> {
+fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, spec: &Spec) -> anyhow::Result<ExitStatus> {
     let p = &ctx.printer;
+    let offline = spec.offline.value;
     let existing = state::load(&ctx.dirs, &plan.cluster)?;
     let plan = match existing {
         Some(ref e) => {
@@ -73,6 +74,7 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, offline: bool) -> anyhow::Result
         for d in &skipped {
             p.info(format!("skipped provider {}: {}", d.kind, d.detail));
         }
+        super::doctor::preflight(ctx, spec, &plan, provider.kind(), existing.is_some())?;
         let downloads = ui::DownloadProgress::new(*p);
         let fetch = crate::images::Fetch::new(&downloads)
             .offline(offline)
@@ -381,21 +383,31 @@ pub fn timeline(st: &ClusterState, run_started_ms: u64) -> String {
 /// Layers the configuration: flags and env > project file > user file > defaults.
 pub fn load_spec(ctx: &Ctx, args: &UpArgs, m: &ArgMatches) -> anyhow::Result<Spec> {
     let flags = flag_layer(args, m);
-    let project = match &args.config {
+    let (files, _) = config_files(ctx, args.config.as_deref())?;
+    let layer = flags.over(Layer::from_env()).over(files);
+    Ok(spec::resolve(ctx.cluster.clone(), layer)?)
+}
+
+/// The project file (`config`, else `./devcluster.toml` when it exists)
+/// over the user file, and where the settings came from, for people.
+pub fn config_files(ctx: &Ctx, config: Option<&Path>) -> Result<(Layer, String), UserError> {
+    let mut from = Vec::new();
+    let project = match config {
         Some(path) => {
             if !path.is_file() {
                 return Err(UserError::new(format!(
                     "config file {} (from --config) does not exist",
                     path.display()
                 ))
-                .hint("give the path of a devcluster.toml, or leave --config out")
-                .into());
+                .hint("give the path of a devcluster.toml, or leave --config out"));
             }
+            from.push(path.display().to_string());
             spec::load_file(path)?
         }
         None => {
             let local = PathBuf::from("devcluster.toml");
             if local.is_file() {
+                from.push("./devcluster.toml".to_string());
                 spec::load_file(Path::new("./devcluster.toml"))?
             } else {
                 Layer::default()
@@ -404,12 +416,17 @@ pub fn load_spec(ctx: &Ctx, args: &UpArgs, m: &ArgMatches) -> anyhow::Result<Spe
     };
     let user_file = ctx.dirs.user_config_file();
     let user = if user_file.is_file() {
+        from.push(user_file.display().to_string());
         spec::load_file(&user_file)?
     } else {
         Layer::default()
     };
-    let layer = flags.over(Layer::from_env()).over(project).over(user);
-    Ok(spec::resolve(ctx.cluster.clone(), layer)?)
+    let source = if from.is_empty() {
+        "no ./devcluster.toml or user config: the defaults".to_string()
+    } else {
+        format!("{} parse", from.join(" and "))
+    };
+    Ok((project.over(user), source))
 }
 
 fn flag_layer(a: &UpArgs, m: &ArgMatches) -> Layer {

@@ -213,7 +213,12 @@ impl ProviderError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ProviderError::Unusable { fix, .. } | ProviderError::NoneUsable { fix, .. } => {
-                fix.clone()
+                Some(match fix {
+                    Some(f) => format!("{f}; `devcluster doctor` checks the whole host"),
+                    None => {
+                        "run `devcluster doctor`: it checks the host and says what to fix".into()
+                    }
+                })
             }
             ProviderError::Op { source, .. } => source
                 .downcast_ref::<hyperv::HypervError>()

@@ -30,6 +30,7 @@ use virt::stream::Stream;
 use virt::sys;
 
 use super::xml::{self, DomainHost};
+use crate::doctor::KvmVerdict;
 use crate::providers::{
     Capabilities, Detection, GoldenVolume, NetworkSpec, Provider, ProviderConfig, ProviderError,
     Result, Shutdown, VmSpec, VmState,
@@ -75,30 +76,19 @@ fn err(
 
 /// Is libvirt reachable at `uri`?
 pub async fn detect(uri: &str) -> Detection {
-    let uri = uri.to_string();
-    let r = tokio::task::spawn_blocking(move || {
-        virt::error::clear_error_callback();
-        let conn = Connect::open(Some(&uri))?;
-        let v = conn.lib_version()?;
-        Ok::<_, virt::error::Error>(format!(
-            "libvirt {}.{}.{} at {uri}",
-            v / 1_000_000,
-            v / 1000 % 1000,
-            v % 1000
-        ))
-    })
-    .await;
+    let u = uri.to_string();
+    let r = tokio::task::spawn_blocking(move || connect_version(&u)).await;
     match r {
-        Ok(Ok(detail)) => Detection {
+        Ok(Ok(version)) => Detection {
             kind: ProviderKind::Libvirt,
             usable: true,
-            detail,
+            detail: format!("{version} at {uri}"),
             fix: None,
         },
         Ok(Err(e)) => Detection {
             kind: ProviderKind::Libvirt,
             usable: false,
-            detail: format!("cannot connect to libvirt: {}", e.message()),
+            detail: format!("cannot connect to libvirt: {e}"),
             fix: Some(
                 "install libvirt and QEMU (Debian/Ubuntu: apt install libvirt-daemon-system qemu-system-x86 qemu-utils ovmf), start libvirtd, and add yourself to the libvirt group; or set [libvirt] uri / DEVCLUSTER_LIBVIRT_URI"
                     .into(),
@@ -110,6 +100,35 @@ pub async fn detect(uri: &str) -> Detection {
             detail: format!("libvirt probe failed: {e}"),
             fix: None,
         },
+    }
+}
+
+/// Connects to `uri` (blocking) and returns `libvirt X.Y.Z`, or
+/// libvirt's error message.
+pub fn connect_version(uri: &str) -> std::result::Result<String, String> {
+    virt::error::clear_error_callback();
+    let conn = Connect::open(Some(uri)).map_err(|e| e.message().to_string())?;
+    let v = conn.lib_version().map_err(|e| e.message().to_string())?;
+    Ok(format!(
+        "libvirt {}.{}.{}",
+        v / 1_000_000,
+        v / 1000 % 1000,
+        v % 1000
+    ))
+}
+
+/// Where libvirtd creates the pools of base images and node disks: the
+/// system daemon's images directory, or (a session URI, where QEMU runs as
+/// the user) under devcluster's state dir.
+pub fn storage_root(uri: &str, cache_dir: &std::path::Path) -> PathBuf {
+    if uri.contains("session") {
+        cache_dir
+            .parent()
+            .unwrap_or(cache_dir)
+            .join("state")
+            .join("libvirt")
+    } else {
+        PathBuf::from("/var/lib/libvirt/images")
     }
 }
 
@@ -143,18 +162,9 @@ impl Libvirt {
         .map_err(|e| ProviderError::Invalid(format!("libvirt connection task failed: {e}")))?
         .map_err(err("connecting", format!("libvirt at {uri}")))?;
         let conn = Arc::new(conn);
-        let storage_root = if uri.contains("session") {
-            config
-                .cache_dir
-                .parent()
-                .unwrap_or(&config.cache_dir)
-                .join("state")
-                .join("libvirt")
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            "/var/lib/libvirt/images".to_string()
-        };
+        let storage_root = storage_root(&uri, &config.cache_dir)
+            .to_string_lossy()
+            .into_owned();
         Ok(Self {
             conn,
             uri,
@@ -440,28 +450,41 @@ async fn choose_domain_type(
 }
 
 fn kvm_works_cached(cache_dir: &std::path::Path) -> bool {
+    kvm_probe_cached(cache_dir).0.works()
+}
+
+/// The KVM probe's verdict, cached per boot in `cache_dir` (probing takes
+/// up to 5 s where KVM hangs); the flag says whether it came from the
+/// cache. `doctor` and `up` share the cache.
+pub fn kvm_probe_cached(cache_dir: &std::path::Path) -> (KvmVerdict, bool) {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let path = cache_dir.join("kvm-probe.json");
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Verdict {
         boot_id: String,
         kvm_works: bool,
+        /// Why not (absent in caches written before doctor existed: those
+        /// are probed again).
+        #[serde(default)]
+        probe: Option<KvmVerdict>,
     }
     if let Ok(text) = std::fs::read(&path)
         && let Ok(v) = serde_json::from_slice::<Verdict>(&text)
         && v.boot_id == boot_id
+        && let Some(probe) = v.probe
     {
-        return v.kvm_works;
+        return (probe, true);
     }
-    let works = kvm_works();
+    let probe = kvm_probe();
     let v = Verdict {
         boot_id,
-        kvm_works: works,
+        kvm_works: probe.works(),
+        probe: Some(probe.clone()),
     };
     if let Ok(text) = serde_json::to_vec(&v) {
         let _ = crate::fsutil::atomic_write(&path, &text, crate::fsutil::Access::Normal);
     }
-    works
+    (probe, false)
 }
 
 /// Whether KVM really runs a guest: boots QEMU with `-accel kvm` and no
@@ -469,16 +492,22 @@ fn kvm_works_cached(cache_dir: &std::path::Path) -> bool {
 /// debug console. On hosts where /dev/kvm exists but nested KVM hangs,
 /// nothing is ever written and the probe times out.
 pub fn kvm_works() -> bool {
-    if std::fs::OpenOptions::new()
+    kvm_probe().works()
+}
+
+/// [`kvm_works`], saying why not.
+pub fn kvm_probe() -> KvmVerdict {
+    match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .is_err()
     {
-        return false;
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return KvmVerdict::NoDevice,
+        Err(e) => return KvmVerdict::NoAccess(e.to_string()),
     }
     let Ok(dir) = tempfile::tempdir() else {
-        return false;
+        return KvmVerdict::QemuFailed;
     };
     let log = dir.path().join("debugcon.log");
     let child = std::process::Command::new("qemu-system-x86_64")
@@ -500,27 +529,30 @@ pub fn kvm_works() -> bool {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-    let Ok(mut child) = child else {
-        return false;
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return KvmVerdict::NoQemu,
+        Err(_) => return KvmVerdict::QemuFailed,
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut works = false;
+    let mut verdict = KvmVerdict::Hangs;
     while Instant::now() < deadline {
         if std::fs::read_to_string(&log)
             .map(|s| s.contains("SeaBIOS"))
             .unwrap_or(false)
         {
-            works = true;
+            verdict = KvmVerdict::Works;
             break;
         }
         if let Ok(Some(_)) = child.try_wait() {
+            verdict = KvmVerdict::QemuFailed;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
     let _ = child.wait();
-    works
+    verdict
 }
 
 #[async_trait]
