@@ -313,7 +313,9 @@ fn the_join_deadline_starts_when_the_api_server_answers() {
     std::fs::write(&config, "kind: JoinConfiguration\n").unwrap();
     let (crt, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=api"])
         .arg("-keyout")
         .arg(&key)
