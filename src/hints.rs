@@ -54,6 +54,9 @@ fn module_hint(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::provision::SshError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::kube::token::TokenError>() {
+        return e.hint();
+    }
     if let Some(e) = err.downcast_ref::<crate::kube::client::KubeError>() {
         return e.hint();
     }

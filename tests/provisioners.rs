@@ -220,6 +220,71 @@ fn editing_containerd_config_twice_changes_nothing_more() {
 
 // ---- join.sh: the bounded wait ------------------------------------------------
 
+/// What join.sh runs against here: a stand-in `kubeadm` on PATH that
+/// records its arguments in `called` and fails, a join config, and a
+/// loopback port nothing listens on yet.
+struct JoinWorld {
+    dir: tempfile::TempDir,
+    called: std::path::PathBuf,
+    port: u16,
+}
+
+impl JoinWorld {
+    fn new() -> Self {
+        if Path::new("/etc/kubernetes").exists() {
+            panic!("this machine has /etc/kubernetes: not running join.sh on a Kubernetes node");
+        }
+        common::require_tool("curl");
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let called = dir.path().join("kubeadm-called");
+        let stub = bin.join("kubeadm");
+        std::fs::write(
+            &stub,
+            format!("#!/bin/sh\necho \"$*\" >>'{}'\nexit 99\n", called.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("kubeadm-join.yaml"),
+            "kind: JoinConfiguration\n",
+        )
+        .unwrap();
+        // A port nothing listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self { dir, called, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `bash join.sh` with the stand-in first on PATH and the budgets.
+    fn join_sh(&self, api_wait: &str, join: &str) -> std::process::Command {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = std::process::Command::new("bash");
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/linux/join.sh"))
+            .env("PATH", path)
+            .env("KUBEADM_CONFIG", self.dir.path().join("kubeadm-join.yaml"))
+            .env("API_ENDPOINT", self.endpoint())
+            .env("NODE_NAME", "w1")
+            .env("API_WAIT_TIMEOUT", api_wait)
+            .env("JOIN_TIMEOUT", join)
+            .env_remove("DEVCLUSTER_TEST_FAIL_STEP");
+        c
+    }
+}
+
 /// join.sh against an API endpoint where nothing listens: it must give up
 /// after API_WAIT_TIMEOUT (not JOIN_TIMEOUT, which starts only once the
 /// API server answers) with a message naming the endpoint. It changes
@@ -228,48 +293,11 @@ fn editing_containerd_config_twice_changes_nothing_more() {
 /// must never be called).
 #[test]
 fn join_gives_up_after_its_timeout_naming_the_endpoint() {
-    if Path::new("/etc/kubernetes").exists() {
-        panic!("this machine has /etc/kubernetes: not running join.sh on a Kubernetes node");
-    }
-    common::require_tool("curl");
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let called = dir.path().join("kubeadm-called");
-    let stub = bin.join("kubeadm");
-    std::fs::write(
-        &stub,
-        format!("#!/bin/sh\ntouch '{}'\nexit 99\n", called.display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = dir.path().join("kubeadm-join.yaml");
-    std::fs::write(&config, "kind: JoinConfiguration\n").unwrap();
-    // A port nothing listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("127.0.0.1:{port}");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let w = JoinWorld::new();
+    let endpoint = w.endpoint();
+    let called = &w.called;
     let started = std::time::Instant::now();
-    let out = std::process::Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/linux/join.sh"))
-        .env("PATH", path)
-        .env("KUBEADM_CONFIG", &config)
-        .env("API_ENDPOINT", &endpoint)
-        .env("NODE_NAME", "w1")
-        .env("API_WAIT_TIMEOUT", "3")
-        .env("JOIN_TIMEOUT", "600")
-        .env_remove("DEVCLUSTER_TEST_FAIL_STEP")
-        .output()
-        .unwrap();
+    let out = w.join_sh("3", "600").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -292,25 +320,10 @@ fn join_gives_up_after_its_timeout_naming_the_endpoint() {
 /// server, then try kubeadm join, and time out naming the rule.
 #[test]
 fn the_join_deadline_starts_when_the_api_server_answers() {
-    if Path::new("/etc/kubernetes").exists() {
-        panic!("this machine has /etc/kubernetes: not running join.sh on a Kubernetes node");
-    }
-    common::require_tool("curl");
     common::require_tool("openssl");
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let called = dir.path().join("kubeadm-called");
-    let stub = bin.join("kubeadm");
-    std::fs::write(
-        &stub,
-        format!("#!/bin/sh\necho \"$*\" >>'{}'\nexit 99\n", called.display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = dir.path().join("kubeadm-join.yaml");
-    std::fs::write(&config, "kind: JoinConfiguration\n").unwrap();
+    let w = JoinWorld::new();
+    let dir = &w.dir;
+    let called = &w.called;
     let (crt, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
     let made = std::process::Command::new("openssl")
         .args([
@@ -324,27 +337,10 @@ fn the_join_deadline_starts_when_the_api_server_answers() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("127.0.0.1:{port}");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let (port, endpoint) = (w.port, w.endpoint());
     let started = std::time::Instant::now();
-    let worker = std::process::Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/linux/join.sh"))
-        .env("PATH", path)
-        .env("KUBEADM_CONFIG", &config)
-        .env("API_ENDPOINT", &endpoint)
-        .env("NODE_NAME", "w1")
-        .env("API_WAIT_TIMEOUT", "60")
-        .env("JOIN_TIMEOUT", "3")
-        .env_remove("DEVCLUSTER_TEST_FAIL_STEP")
+    let worker = w
+        .join_sh("60", "3")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -383,6 +379,6 @@ fn the_join_deadline_starts_when_the_api_server_answers() {
     // and still tried to join.
     assert!(took > std::time::Duration::from_secs(6), "{took:?}");
     assert!(took < std::time::Duration::from_secs(40), "{took:?}");
-    let calls = std::fs::read_to_string(&called).unwrap_or_default();
+    let calls = std::fs::read_to_string(called).unwrap_or_default();
     assert!(calls.starts_with("join --config "), "{calls}");
 }

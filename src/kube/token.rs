@@ -69,6 +69,16 @@ pub enum TokenError {
     Keep(#[from] PkiError),
 }
 
+impl TokenError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            TokenError::Register(e) => e.hint(),
+            TokenError::Keep(e) => e.hint(),
+            TokenError::Read { .. } => None,
+        }
+    }
+}
+
 /// Makes sure `token` (the cluster's, from its files) can join a node:
 /// reads its Secret, and when it is not fresh registers a new token for
 /// [`TOKEN_TTL`] and keeps it as the cluster's. Returns the decision; the
