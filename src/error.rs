@@ -175,6 +175,11 @@ fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
             crate::machines::MachinesError::Image(i) => i.hint(),
             crate::machines::MachinesError::Network(p)
             | crate::machines::MachinesError::Provider { source: p, .. } => p.hint(),
+            crate::machines::MachinesError::NoWindowsBase {
+                image, provider, ..
+            } => Some(format!(
+                "build it once with `devcluster images build {image} --provider {provider}` (about 25 minutes with KVM or Hyper-V), then run the command again"
+            )),
             _ => None,
         };
     }

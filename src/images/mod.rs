@@ -49,6 +49,7 @@ pub mod catalog;
 pub mod convert;
 pub mod download;
 pub mod golden;
+pub mod winbase;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
