@@ -58,6 +58,57 @@ pub fn lookup(
     golden::lookup(dirs, &key(image, iso_sha256, provider))
 }
 
+/// Win32-OpenSSH for Windows Server 2022, whose own OpenSSH is a Feature
+/// on Demand that downloads from Windows Update (fails offline and behind
+/// WSUS). The x64 release zip, pinned: URL and sha256 as recorded
+/// independently by several public projects that verify it (2025-2026),
+/// e.g. a build script verifying `OPENSSH_SHA256` before use, and a
+/// third-party notice table listing the artifact's SHA-256.
+pub const OPENSSH_VERSION: &str = "10.0.0.0p2-Preview";
+pub const OPENSSH_URL: &str = "https://github.com/PowerShell/Win32-OpenSSH/releases/download/10.0.0.0p2-Preview/OpenSSH-Win64.zip";
+pub const OPENSSH_SHA256: &str = "23f50f3458c4c5d0b12217c6a5ddfde0137210a30fa870e98b29827f7b43aba5";
+
+/// The cache entry of the Win32-OpenSSH zip: kept in the host cache like
+/// an image (downloaded once, verified, `--offline` after that). Its
+/// format is `raw`: an opaque file, never converted.
+pub fn openssh_entry() -> super::ImageEntry {
+    super::ImageEntry {
+        name: format!("win32-openssh-{OPENSSH_VERSION}"),
+        os: crate::plan::Os::Windows,
+        version: Some(OPENSSH_VERSION.into()),
+        firmware: crate::providers::Firmware::Uefi,
+        default_user: "Administrator".into(),
+        secure_boot: false,
+        license: Some("MIT-style licence of PowerShell/Win32-OpenSSH".into()),
+        license_url: Some("https://github.com/PowerShell/Win32-OpenSSH".into()),
+        license_requires_acceptance: false,
+        artifacts: vec![super::Artifact {
+            providers: vec![
+                ProviderKind::Libvirt,
+                ProviderKind::Hyperv,
+                ProviderKind::Virtualbox,
+            ],
+            url: OPENSSH_URL.into(),
+            sha256: Some(OPENSSH_SHA256.into()),
+            checksum_url: None,
+            checksum_name: None,
+            format: super::Format::Raw,
+            compression: Default::default(),
+            size: None,
+        }],
+    }
+}
+
+/// The zip in the host cache, downloaded and verified if it is not there.
+pub async fn ensure_openssh(
+    dirs: &Dirs,
+    fetch: &super::Fetch<'_>,
+) -> Result<super::cache::Cached, super::ImageError> {
+    let entry = openssh_entry();
+    let artifact = entry.artifacts[0].clone();
+    super::cache::ensure(dirs, &entry, &artifact, None, fetch).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +125,32 @@ mod tests {
         // the two versions differ by ISO only.
         assert_eq!(build_sha256(&a), build_sha256(&b));
         assert_eq!(k.kubernetes_version, KIND);
+    }
+
+    #[test]
+    fn openssh_is_pinned() {
+        let e = openssh_entry();
+        assert_eq!(e.artifacts.len(), 1);
+        let a = &e.artifacts[0];
+        assert!(a.url.starts_with("https://") && a.url.contains(OPENSSH_VERSION));
+        assert_eq!(a.sha256.as_deref().map(str::len), Some(64));
+    }
+
+    /// The zip comes through the host cache: a file:// copy with the pinned
+    /// name and a wrong hash is refused, so nothing unverified reaches a
+    /// build seed.
+    #[tokio::test]
+    async fn the_cache_refuses_a_zip_with_another_hash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        let mut entry = openssh_entry();
+        let zip = tmp.path().join("OpenSSH-Win64.zip");
+        std::fs::write(&zip, b"not the release").unwrap();
+        entry.artifacts[0].url = format!("file://{}", zip.display());
+        let artifact = entry.artifacts[0].clone();
+        let progress = super::super::download::NoProgress;
+        let fetch = super::super::Fetch::new(&progress);
+        let r = super::super::cache::ensure(&dirs, &entry, &artifact, None, &fetch).await;
+        assert!(r.is_err(), "a zip with another sha256 is refused");
     }
 }

@@ -639,6 +639,9 @@ mod tests {
                 }
             }
         }
+        // The check bites: a script cut short is caught.
+        let cut = &NODE_SCRIPT.1[..NODE_SCRIPT.1.find("function Install-Restricted").unwrap() + 60];
+        assert!(!crate::test_support::pwsh_problems(cut).is_empty());
         for (name, content) in node_seed_files(&node()).unwrap() {
             if name.ends_with(".ps1") {
                 crate::test_support::assert_pwsh_parses(
