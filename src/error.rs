@@ -4,7 +4,8 @@
 //! only their own layer and carry the cause as `#[source]`. Commands use
 //! `anyhow`. At the top, [`report`] prints one line of what failed, one
 //! `caused by:` line per source, and a `hint:` when one of the errors in the
-//! chain knows the fix. Exit codes: 1 for user and environment errors (the
+//! chain knows the fix (`crate::hints` knows which module error knows
+//! which, so this module depends on none of them). Exit codes: 1 for user and environment errors (the
 //! normal case), 2 for bugs ([`Bug`] anywhere in the chain, or a panic).
 
 use std::error::Error as StdError;
@@ -123,8 +124,21 @@ pub fn one_line(err: &(dyn StdError + 'static)) -> String {
     out
 }
 
-/// Turns an error chain into a [`Report`].
+/// Turns an error chain into a [`Report`], with the hints only this
+/// module's own types know (see [`report_with`]).
 pub fn report(err: &anyhow::Error) -> Report {
+    report_with(err, |_| None)
+}
+
+/// Turns an error chain into a [`Report`]. The hint is the first one found
+/// walking the chain from the top: a [`WithHint`] or [`UserError`], or what
+/// `module_hint` says of a module's own error type. Which module error
+/// knows which fix is decided above this module (`crate::hints`), so that
+/// this module imports none of them and every module can use it.
+pub fn report_with(
+    err: &anyhow::Error,
+    module_hint: impl Fn(&(dyn StdError + 'static)) -> Option<String>,
+) -> Report {
     let mut chain = err.chain();
     let message = chain.next().map(ToString::to_string).unwrap_or_default();
     let mut causes: Vec<String> = Vec::new();
@@ -139,7 +153,7 @@ pub fn report(err: &anyhow::Error) -> Report {
     let mut status = ExitStatus::Failure;
     for cause in err.chain() {
         if hint.is_none() {
-            hint = hint_of(cause);
+            hint = own_hint(cause).or_else(|| module_hint(cause));
         }
         if cause.downcast_ref::<Bug>().is_some() {
             status = ExitStatus::Bug;
@@ -153,56 +167,12 @@ pub fn report(err: &anyhow::Error) -> Report {
     }
 }
 
-fn hint_of(err: &(dyn StdError + 'static)) -> Option<String> {
+fn own_hint(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<WithHint>() {
         return Some(e.hint.clone());
     }
     if let Some(e) = err.downcast_ref::<UserError>() {
         return e.hint.clone();
-    }
-    if let Some(e) = err.downcast_ref::<crate::state::StateError>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::machines::NodesFailed>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::machines::ProvisionError>() {
-        // Transparent: the step or SSH error inside is not in the chain.
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::machines::MachinesError>() {
-        return match e {
-            crate::machines::MachinesError::Image(i) => i.hint(),
-            crate::machines::MachinesError::Network(p)
-            | crate::machines::MachinesError::Provider { source: p, .. } => p.hint(),
-            crate::machines::MachinesError::NoWindowsBase {
-                image, provider, ..
-            } => Some(format!(
-                "build it once with `devcluster images build {image} --provider {provider}` (about 25 minutes with KVM or Hyper-V), then run the command again"
-            )),
-            _ => None,
-        };
-    }
-    if let Some(e) = err.downcast_ref::<crate::providers::ProviderError>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::images::ImageError>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::pki::PkiError>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::kubeconfig::KubeconfigError>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::provision::StepError>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::provision::SshError>() {
-        return e.hint();
-    }
-    if let Some(e) = err.downcast_ref::<crate::kube::client::KubeError>() {
-        return e.hint();
     }
     None
 }

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod golden;
+pub mod hints;
 pub mod host;
 pub mod images;
 pub mod kube;
@@ -37,7 +38,8 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 use crate::commands::{Ctx, arg_origin};
-use crate::error::{ExitStatus, report};
+use crate::error::ExitStatus;
+use crate::hints::report;
 use crate::spec::Val;
 use crate::ui::{Printer, Verbosity};
 

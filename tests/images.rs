@@ -377,7 +377,7 @@ async fn not_found_and_connection_refused_name_the_url() {
     let err = images::pull(&dirs, "gone", None, &fetch(&NoProgress))
         .await
         .unwrap_err();
-    let r = devcluster::error::report(&anyhow::Error::new(err));
+    let r = devcluster::hints::report(&anyhow::Error::new(err));
     assert_eq!(
         r.message,
         format!("cannot download {missing}: the server answered 404 Not Found")
@@ -396,7 +396,7 @@ async fn not_found_and_connection_refused_name_the_url() {
     let mut f = fetch(&rec);
     f.download.attempts = 2;
     let err = images::pull(&dirs, "refused", None, &f).await.unwrap_err();
-    let r = devcluster::error::report(&anyhow::Error::new(err));
+    let r = devcluster::hints::report(&anyhow::Error::new(err));
     assert_eq!(r.message, format!("cannot download {refused}"));
     let causes = r.causes.join("\n").to_lowercase();
     assert!(causes.contains("connection refused"), "{causes}");

@@ -171,7 +171,7 @@ async fn a_wrong_host_key_is_a_mismatch_and_not_retried() {
     // One attempt, no backoff loop towards the 30 s timeout.
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
     assert_eq!(sshd.client_connections(), 1, "{}", sshd.log());
-    let hint = devcluster::error::report(&anyhow::Error::new(err))
+    let hint = devcluster::hints::report(&anyhow::Error::new(err))
         .hint
         .unwrap();
     assert!(hint.contains("SHA256:"), "{hint}");
@@ -604,7 +604,7 @@ async fn a_failing_step_reports_node_step_exit_code_and_tail() {
         "fail-me: failing on purpose: DEVCLUSTER_TEST_FAIL_STEP=fail-me (test hook)"
     );
     assert_eq!(err.tail(), tail.as_slice());
-    let report = devcluster::error::report(&anyhow::Error::new(err));
+    let report = devcluster::hints::report(&anyhow::Error::new(err));
     assert_eq!(
         report.hint.as_deref(),
         Some(format!("see the whole log with `devcluster logs {}`", fx.node).as_str())

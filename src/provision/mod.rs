@@ -662,7 +662,7 @@ mod tests {
             Some("see the whole log with `devcluster logs dev-w1`")
         );
         assert_eq!(e.tail(), ["boom".to_string()]);
-        let r = crate::error::report(&anyhow::Error::new(e));
+        let r = crate::hints::report(&anyhow::Error::new(e));
         assert_eq!(
             r.hint.as_deref(),
             Some("see the whole log with `devcluster logs dev-w1`")
