@@ -216,6 +216,14 @@ fn oobe(x: &mut String) {
     x.push_str("      </OOBE>\n");
 }
 
+/// oobeSystem's Shell-Setup body: no OOBE pages, the Administrator password.
+fn oobe_and_password(x: &mut String, admin_password: &str) {
+    oobe(x);
+    x.push_str("      <UserAccounts>\n");
+    password(x, "        ", "AdministratorPassword", admin_password);
+    x.push_str("      </UserAccounts>\n");
+}
+
 /// The builder's `autounattend.xml`.
 pub fn autounattend(b: &BuildSeed) -> String {
     let mut x = String::new();
@@ -288,15 +296,7 @@ pub fn autounattend(b: &BuildSeed) -> String {
     x.push_str("          <Order>1</Order>\n");
     x.push_str("        </SynchronousCommand>\n");
     x.push_str("      </FirstLogonCommands>\n");
-    oobe(&mut x);
-    x.push_str("      <UserAccounts>\n");
-    password(
-        &mut x,
-        "        ",
-        "AdministratorPassword",
-        b.admin_password.expose(),
-    );
-    x.push_str("      </UserAccounts>\n");
+    oobe_and_password(&mut x, b.admin_password.expose());
     x.push_str("    </component>\n");
     x.push_str("  </settings>\n");
     x.push_str("</unattend>\n");
@@ -387,15 +387,7 @@ pub fn node_unattend(n: &NodeSeed) -> Result<String, WindowsSeedError> {
     x.push_str("  </settings>\n");
     x.push_str("  <settings pass=\"oobeSystem\">\n");
     component(&mut x, "Microsoft-Windows-Shell-Setup");
-    oobe(&mut x);
-    x.push_str("      <UserAccounts>\n");
-    password(
-        &mut x,
-        "        ",
-        "AdministratorPassword",
-        n.admin_password.expose(),
-    );
-    x.push_str("      </UserAccounts>\n");
+    oobe_and_password(&mut x, n.admin_password.expose());
     x.push_str("    </component>\n");
     x.push_str("  </settings>\n");
     x.push_str("</unattend>\n");
