@@ -192,14 +192,9 @@ fn check_windows_domain(name: &str, mac: &str, cdroms: &[&str]) -> String {
         .filter(|c| c.is_element() && c.attribute("state") == Some("on"))
         .map(|c| c.tag_name().name())
         .collect();
-    for want in [
-        "relaxed",
-        "vapic",
-        "spinlocks",
-        "vpindex",
-        "synic",
-        "stimer",
-    ] {
+    // Software emulation here: the set QEMU emulates (KVM adds vpindex,
+    // runtime, synic, stimer, frequencies; see the XML snapshots).
+    for want in ["relaxed", "vapic", "spinlocks"] {
         assert!(on.contains(&want), "{name}: hyperv {want} in {on:?}");
     }
     assert_eq!(
@@ -255,7 +250,7 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
     let install = tmp.path().join("standin-install.iso");
     devcluster::seed::iso::write(
         &install,
-        "SSS_X64FREE_EN-US_DV9",
+        "SSS_X64FREE_DV9",
         &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
     )
     .unwrap();

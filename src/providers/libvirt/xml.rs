@@ -277,17 +277,20 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
     if windows {
         // Hyper-V enlightenments: Windows detects them and boots ~20 s
         // faster, idles instead of spinning (osinfo-db, virt-install's
-        // Windows defaults). The set QEMU's TCG also accepts, so the same
-        // domain runs under software emulation.
+        // Windows defaults). Under software emulation only the ones QEMU
+        // emulates itself: vpindex, synic and stimer need KVM ("kernel
+        // doesn't allow setting HyperV VP_INDEX").
         let _ = writeln!(x, "    <hyperv mode='custom'>");
         let _ = writeln!(x, "      <relaxed state='on'/>");
         let _ = writeln!(x, "      <vapic state='on'/>");
         let _ = writeln!(x, "      <spinlocks state='on' retries='8191'/>");
-        let _ = writeln!(x, "      <vpindex state='on'/>");
-        let _ = writeln!(x, "      <runtime state='on'/>");
-        let _ = writeln!(x, "      <synic state='on'/>");
-        let _ = writeln!(x, "      <stimer state='on'/>");
-        let _ = writeln!(x, "      <frequencies state='on'/>");
+        if host.domain_type == "kvm" {
+            let _ = writeln!(x, "      <vpindex state='on'/>");
+            let _ = writeln!(x, "      <runtime state='on'/>");
+            let _ = writeln!(x, "      <synic state='on'/>");
+            let _ = writeln!(x, "      <stimer state='on'/>");
+            let _ = writeln!(x, "      <frequencies state='on'/>");
+        }
         let _ = writeln!(x, "    </hyperv>");
     }
     let _ = writeln!(x, "  </features>");
@@ -301,7 +304,9 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
         let _ = writeln!(x, "    <timer name='rtc' tickpolicy='catchup'/>");
         let _ = writeln!(x, "    <timer name='pit' tickpolicy='delay'/>");
         let _ = writeln!(x, "    <timer name='hpet' present='no'/>");
-        let _ = writeln!(x, "    <timer name='hypervclock' present='yes'/>");
+        if host.domain_type == "kvm" {
+            let _ = writeln!(x, "    <timer name='hypervclock' present='yes'/>");
+        }
         let _ = writeln!(x, "  </clock>");
     } else {
         let _ = writeln!(x, "  <clock offset='utc'/>");
