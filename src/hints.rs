@@ -33,6 +33,9 @@ fn module_hint(err: &(dyn StdError + 'static)) -> Option<String> {
             crate::machines::MachinesError::Image(i) => i.hint(),
             crate::machines::MachinesError::Network(p)
             | crate::machines::MachinesError::Provider { source: p, .. } => p.hint(),
+            crate::machines::MachinesError::NoWindowsBase { .. } => Some(
+                "building Windows base disks (`devcluster images build`) is not in this devcluster build yet; use --windows-workers 0 for now".into(),
+            ),
             _ => None,
         };
     }

@@ -25,6 +25,12 @@ pub enum MachinesError {
     },
     #[error("node {node}: no SSH host key was generated for it")]
     NoHostKey { node: String },
+    #[error("node {node}: the {provider} base disk of {image} is not built yet")]
+    NoWindowsBase {
+        node: String,
+        image: String,
+        provider: crate::spec::ProviderKind,
+    },
     #[error(transparent)]
     Image(#[from] images::ImageError),
     #[error("node {node}: its VM could not be created or started")]
@@ -50,10 +56,10 @@ pub async fn resolve_bases(
     let mut out = BTreeMap::new();
     for node in &plan.nodes {
         if node.os == Os::Windows {
-            return Err(MachinesError::Unsupported {
-                node: node.name.clone(),
-                message: "Windows workers need the Windows node support, which this devcluster build does not have yet (use --windows-workers 0)".into(),
-            });
+            if !out.contains_key(&node.image) {
+                out.insert(node.image.clone(), windows_base(dirs, node, provider)?);
+            }
+            continue;
         }
         if !out.contains_key(&node.image) {
             let base = images::base_for(dirs, &node.image, node.os, provider, fetch).await?;
@@ -61,6 +67,54 @@ pub async fn resolve_bases(
         }
     }
     Ok(out)
+}
+
+/// A Windows node's base: the sysprepped disk `devcluster images build`
+/// made from the image's ISO ([`images::winbase`]). `path` is the disk
+/// (for libvirt, the volume in the images pool, whose name is its file
+/// name); `sha256` the ISO's.
+fn windows_base(
+    dirs: &Dirs,
+    node: &NodePlan,
+    provider: crate::spec::ProviderKind,
+) -> Result<BaseImage, MachinesError> {
+    let entry = images::catalog::find(dirs, &node.image)?;
+    let unsupported = |message: String| MachinesError::Unsupported {
+        node: node.name.clone(),
+        message,
+    };
+    if entry.os != Os::Windows {
+        return Err(unsupported(format!(
+            "image {} is a {} image; Windows workers need a Windows Server image",
+            entry.name,
+            entry.os.as_str()
+        )));
+    }
+    let image = crate::seed::windows::image_for(&entry.name).ok_or_else(|| {
+        unsupported(format!(
+            "image {} has no Windows answer-file settings (known: windows-server-2022, windows-server-2025)",
+            entry.name
+        ))
+    })?;
+    let iso = entry
+        .artifact_for(provider)?
+        .sha256
+        .clone()
+        .unwrap_or_default();
+    let disk = images::winbase::lookup(dirs, &image, &iso, provider).ok_or_else(|| {
+        MachinesError::NoWindowsBase {
+            node: node.name.clone(),
+            image: entry.name.clone(),
+            provider,
+        }
+    })?;
+    Ok(BaseImage {
+        name: entry.name.clone(),
+        path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
+        sha256: iso,
+        firmware: crate::providers::Firmware::Uefi,
+        secure_boot: true,
+    })
 }
 
 /// The VM definition of one node: sizes from the plan, its seed ISO, its
@@ -77,25 +131,42 @@ pub fn vm_spec(
         .ok_or_else(|| MachinesError::NoHostKey {
             node: node.name.clone(),
         })?;
-    let seed = crate::seed::seed_inputs_for(
-        plan,
-        node,
-        &secrets.ssh_client.public_line,
-        host.private_openssh.expose(),
-        &host.public_line,
-    );
-    // VirtualBox VMs have a NAT NIC besides the cluster's (see
-    // providers::virtualbox): their seed configures both.
-    let seed_iso = if plan.provider == crate::spec::ProviderKind::Virtualbox {
-        let nat_mac = crate::providers::virtualbox::nat_mac(&node.mac);
-        crate::seed::linux_seed_iso_two_nics(&seed, &nat_mac)
-    } else {
-        crate::seed::linux_seed_iso(&seed)
-    }
-    .map_err(|source| MachinesError::Seed {
+    let seed_err = |source| MachinesError::Seed {
         node: node.name.clone(),
         source,
-    })?;
+    };
+    // A Windows node is a linked clone of its base disk (see
+    // `windows_base`) with its identity on an answer-file CD.
+    let (seed_iso, golden) = if node.os == Os::Windows {
+        let seed = crate::seed::windows::node_seed_for(plan, node, secrets).ok_or_else(|| {
+            MachinesError::NoHostKey {
+                node: node.name.clone(),
+            }
+        })?;
+        let iso = crate::seed::windows::node_seed_iso(&seed).map_err(seed_err)?;
+        let volume = base
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        (iso, volume)
+    } else {
+        let seed = crate::seed::seed_inputs_for(
+            plan,
+            node,
+            &secrets.ssh_client.public_line,
+            host.private_openssh.expose(),
+            &host.public_line,
+        );
+        // VirtualBox VMs have a NAT NIC besides the cluster's (see
+        // providers::virtualbox): their seed configures both.
+        let iso = if plan.provider == crate::spec::ProviderKind::Virtualbox {
+            let nat_mac = crate::providers::virtualbox::nat_mac(&node.mac);
+            crate::seed::linux_seed_iso_two_nics(&seed, &nat_mac)
+        } else {
+            crate::seed::linux_seed_iso(&seed)
+        };
+        (iso.map_err(seed_err)?, None)
+    };
     Ok(VmSpec {
         cluster: plan.cluster.clone(),
         name: node.name.clone(),
@@ -106,8 +177,9 @@ pub fn vm_spec(
         disk_gib: node.disk_gib,
         mac: node.mac.clone(),
         base: base.clone(),
-        golden: None,
+        golden,
         seed_iso,
+        install_iso: None,
         serial_log: dirs
             .cluster(&plan.cluster)
             .join("logs")

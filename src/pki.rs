@@ -236,6 +236,10 @@ pub struct ClusterSecrets {
     /// The host's SSH client key, authorized on every node.
     pub ssh_client: SshKeyPair,
     host_keys: BTreeMap<String, SshKeyPair>,
+    /// The Administrator password of the cluster's Windows nodes
+    /// (`pki/windows-admin-password`, 0600); none without Windows nodes.
+    /// Nodes are reached by key; this exists because Windows requires one.
+    pub windows_admin_password: Option<Secret>,
     pub admin_kubeconfig_path: PathBuf,
     pub ssh_client_key_path: PathBuf,
     pub known_hosts_path: PathBuf,
@@ -405,6 +409,12 @@ pub fn ensure(dirs: &Dirs, plan: &Plan) -> Result<ClusterSecrets, PkiError> {
         host_keys.insert(node.name.clone(), key);
     }
 
+    let windows_admin_password = if plan.nodes.iter().any(|n| n.os == crate::plan::Os::Windows) {
+        Some(ensure_windows_password(&paths, out)?)
+    } else {
+        None
+    };
+
     let mut known_hosts = String::new();
     for node in &plan.nodes {
         let key = &host_keys[&node.name];
@@ -443,6 +453,7 @@ pub fn ensure(dirs: &Dirs, plan: &Plan) -> Result<ClusterSecrets, PkiError> {
         bootstrap_token,
         ssh_client,
         host_keys,
+        windows_admin_password,
         admin_kubeconfig_path: paths.admin_kubeconfig.clone(),
         ssh_client_key_path: paths.ssh_client_key(),
         known_hosts_path: paths.known_hosts(),
@@ -885,6 +896,47 @@ fn ensure_token(paths: &PkiPaths, out: bool) -> Result<Secret, PkiError> {
                 Access::Private,
             )?;
             Ok(token)
+        }
+    }
+}
+
+/// A Windows Administrator password: 24 characters from upper, lower,
+/// digits and a few symbols, at least one of each class, so it meets
+/// Windows' complexity policy.
+pub fn generate_windows_password() -> Result<Secret, PkiError> {
+    const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+    const LOWER: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
+    const DIGIT: &[u8] = b"23456789";
+    const SYMBOL: &[u8] = b"-_.+=";
+    let all: Vec<u8> = [UPPER, LOWER, DIGIT, SYMBOL].concat();
+    let bytes: [u8; 24] = random_bytes()?;
+    let mut out: Vec<u8> = bytes.iter().map(|b| all[*b as usize % all.len()]).collect();
+    // One of each class in the first four places (a fixed position does
+    // not weaken 20 random characters).
+    for (i, class) in [UPPER, LOWER, DIGIT, SYMBOL].iter().enumerate() {
+        out[i] = class[bytes[i] as usize % class.len()];
+    }
+    Ok(Secret(String::from_utf8(out).unwrap_or_default()))
+}
+
+fn ensure_windows_password(paths: &PkiPaths, out: bool) -> Result<Secret, PkiError> {
+    let path = paths.pki_file("windows-admin-password");
+    match read_opt(&path)? {
+        Some(text) if !text.trim().is_empty() => Ok(Secret(text.trim().to_string())),
+        Some(_) => Err(PkiError::Invalid {
+            path,
+            what: "Windows Administrator password",
+            source: Detail("the file is empty".into()),
+        }),
+        None if out => Err(PkiError::Missing { path }),
+        None => {
+            let pw = generate_windows_password()?;
+            write(
+                &path,
+                format!("{}\n", pw.expose()).as_bytes(),
+                Access::Private,
+            )?;
+            Ok(pw)
         }
     }
 }

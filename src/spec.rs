@@ -175,7 +175,7 @@ impl Layer {
             windows_cpus: d(2),
             windows_memory_mib: d(4096),
             windows_disk_gib: d(64),
-            windows_image: s("windows-server-2022"),
+            windows_image: s("windows-server-2025"),
             pod_cidr: s("10.244.0.0/16"),
             service_cidr: s("10.96.0.0/12"),
             node_cidr: None,

@@ -229,6 +229,7 @@ async fn two_nodes_boot_from_our_disks_and_seeds() {
             base: base.clone(),
             golden: None,
             seed_iso: devcluster::seed::linux_seed_iso(&seed).unwrap(),
+            install_iso: None,
             serial_log: logs.join(format!("{}.serial.log", n.name)),
         };
         provider.create_node(&vm).await.unwrap();

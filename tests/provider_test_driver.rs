@@ -41,6 +41,7 @@ fn vm(dir: &std::path::Path, name: &str, base: &std::path::Path) -> VmSpec {
         },
         golden: None,
         seed_iso: vec![7u8; 4096],
+        install_iso: None,
         serial_log: dir.join(format!("{name}.serial.log")),
     }
 }

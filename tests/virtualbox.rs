@@ -115,6 +115,7 @@ impl Host {
             mac: format!("02:11:22:33:00:{host:02x}"),
             base: self.base(),
             golden: None,
+            install_iso: None,
             seed_iso: format!("seed of {name}").into_bytes(),
             serial_log: self.dir.path().join(format!("{name}.serial.log")),
         }

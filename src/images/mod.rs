@@ -50,6 +50,7 @@ pub mod convert;
 pub mod download;
 pub mod golden;
 pub mod node_software;
+pub mod winbase;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -182,6 +182,10 @@ pub struct VmSpec {
     pub golden: Option<String>,
     /// The seed ISO's bytes (cloud-init NoCloud, or the Windows answer ISO).
     pub seed_iso: Vec<u8>,
+    /// Installation media (a Windows Server ISO on the host) for a builder
+    /// VM: attached as a second CD-ROM, and the disk starts blank instead
+    /// of from `base`/`golden`. None for nodes.
+    pub install_iso: Option<PathBuf>,
     /// Where the serial console is logged (appended across boots).
     pub serial_log: PathBuf,
 }

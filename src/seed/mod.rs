@@ -5,6 +5,7 @@
 
 pub mod cloud_init;
 pub mod iso;
+pub mod windows;
 
 pub use cloud_init::{LinuxSeed, RenderError, WriteFile};
 pub use iso::IsoError;
@@ -20,6 +21,8 @@ pub enum SeedError {
     Render(#[source] RenderError),
     #[error("building the seed ISO")]
     Iso(#[source] IsoError),
+    #[error("rendering the Windows answer files")]
+    Windows(#[source] windows::WindowsSeedError),
 }
 
 /// The three NoCloud files of a Linux node: `user-data`, `meta-data`,

@@ -129,6 +129,7 @@ fn vm(name: &str) -> VmSpec {
             secure_boot: true,
         },
         golden: None,
+        install_iso: None,
         seed_iso,
         serial_log: PathBuf::from("hv1-cp.serial.log"),
     }

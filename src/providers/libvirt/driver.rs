@@ -655,48 +655,76 @@ impl Provider for Libvirt {
             if lookup_domain(conn, &vm.name)?.is_some() {
                 return Ok(());
             }
-            // The base image, uploaded once per content hash, or the golden
-            // disk kept in the same pool.
-            let base = match &vm.golden {
-                Some(golden) => {
-                    let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
-                    lookup_vol(&images, golden)?.ok_or_else(|| {
-                        ProviderError::Invalid(format!(
-                            "golden disk {golden} is not in the storage pool {IMAGES_POOL}"
-                        ))
-                    })?
-                }
-                None => {
-                    let _one_at_a_time = base_upload.lock().unwrap_or_else(|e| e.into_inner());
-                    ensure_base(conn, &vm, &images_path, &marks)?
-                }
-            };
-            let base_name = base.name().unwrap_or_default();
-            let base_path = base
-                .path()
-                .map_err(err("locating", format!("volume {base_name}")))?;
-            let base_capacity = base.info().map(|i| i.capacity).unwrap_or(0);
-            if base_capacity > u64::from(vm.disk_gib) << 30 {
-                return Err(ProviderError::Invalid(format!(
-                    "VM {}: disk of {} GiB is smaller than its image {} ({} GiB)",
-                    vm.name,
-                    vm.disk_gib,
-                    vm.base.name,
-                    base_capacity.div_ceil(1 << 30)
-                )));
-            }
-
             let pool_name = xml::network_name(&vm.cluster);
-            let pool = ensure_pool(conn, &pool_name, &pool_path)?;
             let disk = xml::disk_volume(&vm.name);
-            if lookup_vol(&pool, &disk)?.is_none() {
-                StorageVol::create_xml(
-                    &pool,
-                    &xml::overlay_volume_xml(&disk, vm.disk_gib, &base_path),
-                    0,
-                )
-                .map_err(err("creating", format!("disk {disk}")))?;
+            if let Some(iso) = &vm.install_iso {
+                // A builder: a blank disk and a copy of the installation
+                // media in the cluster's pool (QEMU, another user, must
+                // read it; deleted with the VM).
+                let pool = ensure_pool(conn, &pool_name, &pool_path)?;
+                if lookup_vol(&pool, &disk)?.is_none() {
+                    StorageVol::create_xml(&pool, &xml::blank_volume_xml(&disk, vm.disk_gib), 0)
+                        .map_err(err("creating", format!("disk {disk}")))?;
+                }
+                let name = xml::install_volume(&vm.name);
+                let io =
+                    |e: std::io::Error| ProviderError::op("reading", iso.display().to_string(), e);
+                let file = std::fs::File::open(iso).map_err(io)?;
+                let len = file.metadata().map_err(io)?.len();
+                let fresh = match lookup_vol(&pool, &name)? {
+                    Some(v) => v.info().map(|i| i.capacity != len).unwrap_or(true),
+                    None => true,
+                };
+                if fresh {
+                    delete_vol(&pool, &name)?;
+                    let v =
+                        StorageVol::create_xml(&pool, &xml::plain_volume_xml(&name, len, "raw"), 0)
+                            .map_err(err("creating", format!("volume {name}")))?;
+                    upload(conn, &v, len, std::io::BufReader::new(file))?;
+                }
+            } else {
+                // The base image, uploaded once per content hash, or the golden
+                // disk kept in the same pool.
+                let base = match &vm.golden {
+                    Some(golden) => {
+                        let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
+                        lookup_vol(&images, golden)?.ok_or_else(|| {
+                            ProviderError::Invalid(format!(
+                                "golden disk {golden} is not in the storage pool {IMAGES_POOL}"
+                            ))
+                        })?
+                    }
+                    None => {
+                        let _one_at_a_time = base_upload.lock().unwrap_or_else(|e| e.into_inner());
+                        ensure_base(conn, &vm, &images_path, &marks)?
+                    }
+                };
+                let base_name = base.name().unwrap_or_default();
+                let base_path = base
+                    .path()
+                    .map_err(err("locating", format!("volume {base_name}")))?;
+                let base_capacity = base.info().map(|i| i.capacity).unwrap_or(0);
+                if base_capacity > u64::from(vm.disk_gib) << 30 {
+                    return Err(ProviderError::Invalid(format!(
+                        "VM {}: disk of {} GiB is smaller than its image {} ({} GiB)",
+                        vm.name,
+                        vm.disk_gib,
+                        vm.base.name,
+                        base_capacity.div_ceil(1 << 30)
+                    )));
+                }
+
+                let pool = ensure_pool(conn, &pool_name, &pool_path)?;
+                if lookup_vol(&pool, &disk)?.is_none() {
+                    StorageVol::create_xml(
+                        &pool,
+                        &xml::overlay_volume_xml(&disk, vm.disk_gib, &base_path),
+                        0,
+                    )
+                    .map_err(err("creating", format!("disk {disk}")))?;
+                }
             }
+            let pool = ensure_pool(conn, &pool_name, &pool_path)?;
             let seed = xml::seed_volume(&vm.name);
             delete_vol(&pool, &seed)?;
             let len = vm.seed_iso.len() as u64;
@@ -859,6 +887,7 @@ impl Provider for Libvirt {
             if let Ok(pool) = conn.lookup_storage_pool_by_name(&pool_name) {
                 delete_vol(&pool, &xml::disk_volume(&name))?;
                 delete_vol(&pool, &xml::seed_volume(&name))?;
+                delete_vol(&pool, &xml::install_volume(&name))?;
             }
             Ok(())
         })

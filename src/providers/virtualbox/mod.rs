@@ -1136,6 +1136,7 @@ mod tests {
                 secure_boot: false,
             },
             golden: None,
+            install_iso: None,
             seed_iso: vec![],
             serial_log: "/logs/dev-w1.serial.log".into(),
         };
