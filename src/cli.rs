@@ -82,6 +82,9 @@ pub enum Command {
     Ssh(SshArgs),
     /// Show a node's provisioning log.
     Logs(LogsArgs),
+    /// Open the cluster's page in the browser: nodes, steps, live logs,
+    /// lifecycle buttons and the Kubernetes view (a local server, until Ctrl-C).
+    Dashboard(DashboardArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Manage the disk images nodes boot from.
@@ -324,6 +327,21 @@ pub struct KubeconfigArgs {
     /// With --merge: keep kubectl's current context.
     #[arg(long, requires = "merge")]
     pub no_switch_context: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Print the URL only; do not open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// The local port (default: any free one).
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub port: u16,
+
+    /// `json` prints the URL and the token as one JSON line, for scripts.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

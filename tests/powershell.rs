@@ -15,7 +15,10 @@ fn ps1_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             ps1_files(&path, out);
-        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("ps1")) {
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("ps1"))
+        {
             out.push(path);
         }
     }
