@@ -47,11 +47,12 @@ pub fn dashboard(ctx: &Ctx, args: &DashboardArgs) -> anyhow::Result<ExitStatus> 
         let app = App::new(secrets.clone(), backend);
         app.refresh().await;
         match args.output {
-            OutputFormat::Json => ctx.printer.json(&serde_json::json!({
+            // One line, read as soon as it is printed.
+            OutputFormat::Json => ctx.printer.out(serde_json::json!({
                 "url": url,
                 "token": secrets.secret,
                 "port": port,
-            }))?,
+            })),
             OutputFormat::Table => {
                 ctx.printer
                     .out(format!("dashboard of cluster {cluster}: {url}"));

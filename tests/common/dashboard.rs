@@ -36,8 +36,11 @@ impl Dashboard {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("dashboard -o json printed {line:?}: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dashboard -o json printed {line:?}: {e}")
+        });
         Dashboard {
             child,
             url: v["url"].as_str().unwrap().into(),
