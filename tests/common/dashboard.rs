@@ -9,6 +9,9 @@ use std::process::{Child, Stdio};
 
 use super::Test;
 
+/// A request (method, path, headers) and the status it must get.
+type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, u16);
+
 pub struct Dashboard {
     child: Child,
     pub url: String,
@@ -87,7 +90,7 @@ impl Dashboard {
         let cookie = self.cookie();
         let port = self.port.to_string();
         let foreign = format!("rebind.example:{port}");
-        let cases: Vec<(&str, String, Vec<(&str, String)>, u16)> = vec![
+        let cases: Vec<Case> = vec![
             ("GET", "/".into(), vec![], 403),
             ("GET", "/events".into(), vec![], 403),
             ("GET", "/api/status".into(), vec![], 403),
