@@ -101,6 +101,11 @@ fn the_page_in_chromium_and_the_guard() {
         "{log}"
     );
 
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-artifacts/dashboard-planned.png");
+    page.screenshot(&shot);
+    eprintln!("screenshot: {}", shot.display());
+
     // A machines-only cluster has no Kubernetes view yet: the page says so.
     let note = page.eval("document.querySelector('header .note').textContent");
     assert!(
