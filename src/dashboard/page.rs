@@ -9,21 +9,9 @@ use super::Snapshot;
 pub const CSS: &str = include_str!("assets/page.css");
 pub const JS: &str = include_str!("assets/page.js");
 
-/// HTML-escapes text.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+/// Escapes text for HTML (the same five characters as XML; `&apos;` is
+/// valid HTML5).
+pub use crate::providers::libvirt::xml::esc;
 
 fn yes_no(v: Option<bool>) -> &'static str {
     match v {
