@@ -29,11 +29,7 @@ pub fn pwsh_problems(source: &str) -> Vec<String> {
                 "{}:{}: {} {} in `{}`",
                 p.row + 1,
                 p.column + 1,
-                if node.is_missing() {
-                    "MISSING"
-                } else {
-                    "ERROR"
-                },
+                if node.is_missing() { "MISSING" } else { "ERROR" },
                 node.kind(),
                 line.trim()
             ));

@@ -25,8 +25,8 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use crate::plan::Os;
 use crate::providers::{Firmware, NetworkSpec, VmSpec};
+use crate::plan::Os;
 use crate::spec::NetworkMode;
 
 /// XML namespace of our domain metadata.
