@@ -23,6 +23,8 @@ packages=(
   libarchive-tools # bsdtar reads our seed ISOs
   python3-yaml     # YAML 1.1 reading of our cloud-init files, as cloud-init does
   curl             # benches/download.rs compares our downloads with curl + sha256sum
+  chromium         # tests/dashboard*.rs and benches/dashboard.rs drive headless Chromium (DevTools protocol)
+  fonts-dejavu-core # text in the dashboard screenshots
 )
 missing=()
 for p in "${packages[@]}"; do

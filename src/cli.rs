@@ -87,6 +87,9 @@ pub enum Command {
     ///
     /// Exits 0 when no check fails (warnings allowed), 1 otherwise.
     Doctor(DoctorArgs),
+    /// Open the cluster's page in the browser: nodes, steps, live logs,
+    /// lifecycle buttons and the Kubernetes view (a local server, until Ctrl-C).
+    Dashboard(DashboardArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Manage the disk images nodes boot from.
@@ -329,6 +332,21 @@ pub struct KubeconfigArgs {
     /// With --merge: keep kubectl's current context.
     #[arg(long, requires = "merge")]
     pub no_switch_context: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Print the URL only; do not open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// The local port (default: any free one).
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub port: u16,
+
+    /// `json` prints the URL and the token as one JSON line, for scripts.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

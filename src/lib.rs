@@ -7,7 +7,9 @@
 //! the Kubernetes API).
 
 pub mod cli;
+pub mod cluster_status;
 pub mod commands;
+pub mod dashboard;
 pub mod dirs;
 pub mod doctor;
 pub mod error;
@@ -132,6 +134,7 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches, printer: Printer) -> anyhow::
         Command::Start => commands::lifecycle::run(&ctx, commands::lifecycle::Op::Start),
         Command::Ssh(args) => commands::ssh::ssh(&ctx, args),
         Command::Logs(args) => commands::logs::logs(&ctx, args),
+        Command::Dashboard(args) => commands::dashboard::dashboard(&ctx, args),
         Command::Node(cmd) => commands::node::node(&ctx, cmd),
         Command::Doctor(args) => commands::doctor::doctor(&ctx, args),
         Command::Completions(_) => unreachable!("handled above"),

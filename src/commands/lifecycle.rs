@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::Ctx;
 use crate::error::ExitStatus;
 use crate::machines;
-use crate::providers::{self, Provider, ProviderConfig, Shutdown};
+use crate::providers::{Provider, Shutdown};
 use crate::state::{self, ClusterLock, ClusterState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn verb(self) -> &'static str {
+    pub fn verb(self) -> &'static str {
         match self {
             Op::Suspend => "suspend",
             Op::Resume => "resume",
@@ -31,18 +31,19 @@ impl Op {
 
 /// Opens the provider a cluster was created with.
 pub async fn cluster_provider(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<Arc<dyn Provider>> {
-    let config = ProviderConfig {
-        libvirt_uri: st.plan.libvirt.uri.clone(),
-        libvirt_domain_type: st.plan.libvirt.domain_type,
-        cache_dir: ctx.dirs.cache.clone(),
-    };
-    let (p, _) = providers::select(st.plan.provider, &config).await?;
-    Ok(Arc::from(p))
+    crate::cluster_status::cluster_provider(&ctx.dirs, st).await
 }
 
 pub fn run(ctx: &Ctx, op: Op) -> anyhow::Result<ExitStatus> {
+    run_as(ctx, op, &format!("devcluster {}", op.verb()))?;
+    Ok(ExitStatus::Success)
+}
+
+/// The operation, holding the cluster lock as `holder` (what a refused
+/// command is told is running). The dashboard's buttons come here.
+pub fn run_as(ctx: &Ctx, op: Op, holder: &str) -> anyhow::Result<()> {
     let cluster = ctx.cluster_name()?.to_string();
-    let _lock = ClusterLock::acquire(&ctx.dirs, &cluster, &format!("devcluster {}", op.verb()))?;
+    let _lock = ClusterLock::acquire(&ctx.dirs, &cluster, holder)?;
     let st = state::load_existing(&ctx.dirs, &cluster)?;
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
@@ -89,8 +90,7 @@ pub fn run(ctx: &Ctx, op: Op) -> anyhow::Result<ExitStatus> {
         }
     });
     runtime.shutdown_background();
-    result?;
-    Ok(ExitStatus::Success)
+    result
 }
 
 /// After a boot: wait for SSH on every node and go through the steps done

@@ -7,6 +7,7 @@ use crate::spec::{Origin, Val};
 use crate::ui::Printer;
 
 pub mod completions;
+pub mod dashboard;
 pub mod destroy;
 pub mod doctor;
 pub mod images;

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod cdp;
+pub mod dashboard;
 pub mod http;
 pub mod sshd;
 pub mod vms;
