@@ -450,23 +450,24 @@ mod tests {
     fn the_summary_example_matches_the_nodes_build() {
         let plan = crate::kube::kubeadm::tests::plan("1.36");
         let mut nodes: Vec<Node> = items("nodes-windows.json");
-        // Before the node reports: from its image (windows-server-2022).
+        // Before the node reports: from its image (the default,
+        // windows-server-2025).
         let text = summary_example(&plan, &[]).unwrap();
-        assert!(text.contains("servercore:ltsc2022"), "{text}");
+        assert!(text.contains("servercore:ltsc2025"), "{text}");
         assert!(
-            text.contains("dev-win1's image windows-server-2022"),
+            text.contains("dev-win1's image windows-server-2025"),
             "{text}"
         );
-        // Reported: from the build label, which wins.
+        // Reported: from the build label, which wins (a 2022 build here).
         nodes[0]
             .metadata
             .labels
             .as_mut()
             .unwrap()
-            .insert(WINDOWS_BUILD_LABEL.into(), "10.0.26100".into());
+            .insert(WINDOWS_BUILD_LABEL.into(), "10.0.20348".into());
         let text = summary_example(&plan, &nodes).unwrap();
-        assert!(text.contains("servercore:ltsc2025"), "{text}");
-        assert!(text.contains("build 10.0.26100"), "{text}");
+        assert!(text.contains("servercore:ltsc2022"), "{text}");
+        assert!(text.contains("build 10.0.20348"), "{text}");
         insta::assert_snapshot!(summary_example(&plan, &[]).unwrap());
         let mut linux_only = plan.clone();
         linux_only.nodes.retain(|n| n.os == crate::plan::Os::Linux);
