@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use devcluster::images::{self, Fetch, winbase};
 use devcluster::providers::libvirt::Libvirt;
-use devcluster::providers::{Provider, ProviderConfig};
+use devcluster::providers::ProviderConfig;
 use devcluster::spec::{DomainType, ProviderKind};
 use devcluster::winbuild::{self, Bounds, BuildError, Place, Request};
 
