@@ -20,8 +20,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use devcluster::images::{self, Fetch, winbase};
-use devcluster::providers::libvirt::Libvirt;
 use devcluster::providers::ProviderConfig;
+use devcluster::providers::libvirt::Libvirt;
 use devcluster::spec::{DomainType, ProviderKind};
 use devcluster::winbuild::{self, Bounds, BuildError, Place, Request};
 

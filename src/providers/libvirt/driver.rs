@@ -395,6 +395,22 @@ fn ensure_base(
     Ok(v)
 }
 
+/// What a volume `volume` of the images pool is, as a golden disk.
+fn golden_volume(v: &StorageVol, volume: String, images_path: &str) -> Result<GoldenVolume> {
+    let info = v
+        .info()
+        .map_err(err("inspecting", format!("volume {volume}")))?;
+    Ok(GoldenVolume {
+        path: v
+            .path()
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| format!("{images_path}/{volume}").into()),
+        name: volume,
+        bytes: info.allocation,
+        capacity_bytes: info.capacity,
+    })
+}
+
 fn delete_vol(pool: &StoragePool, name: &str) -> Result<()> {
     if let Some(v) = lookup_vol(pool, name)? {
         match v.delete(0) {
@@ -945,18 +961,7 @@ impl Provider for Libvirt {
                     )));
                 }
             };
-            let info = v
-                .info()
-                .map_err(err("inspecting", format!("volume {volume}")))?;
-            Ok(GoldenVolume {
-                path: v
-                    .path()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| format!("{images_path}/{volume}").into()),
-                name: volume,
-                bytes: info.allocation,
-                capacity_bytes: info.capacity,
-            })
+            golden_volume(&v, volume, &images_path)
         })
         .await
     }
@@ -995,18 +1000,7 @@ impl Provider for Libvirt {
                 0,
             )
             .map_err(err("copying", format!("the disk of VM {node}")))?;
-            let info = v
-                .info()
-                .map_err(err("inspecting", format!("volume {volume}")))?;
-            Ok(GoldenVolume {
-                path: v
-                    .path()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| format!("{images_path}/{volume}").into()),
-                name: volume,
-                bytes: info.allocation,
-                capacity_bytes: info.capacity,
-            })
+            golden_volume(&v, volume, &images_path)
         })
         .await
     }
