@@ -163,6 +163,10 @@ async fn build_stalls_retries_clean_and_keeps_the_disk() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let (running, id) = virsh(&["domid", VM]);
             if running && id != old_id && id != "-" {
+                // Once the build is past starting it (sysprep powers off
+                // minutes into Windows, never during the start call).
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                assert_eq!(virsh(&["domid", VM]).1, id, "the same builder runs");
                 assert!(virsh(&["destroy", VM]).0);
                 return id;
             }
