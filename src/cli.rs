@@ -150,6 +150,27 @@ pub enum ImagesCommand {
     Remove(RemoveArgs),
     /// Delete cached images and golden disks that no cluster uses.
     Prune,
+    /// Build the base disk of a Windows image: a builder VM installs
+    /// Windows from the evaluation ISO and sysprep powers it off.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The Windows image, e.g. windows-server-2025.
+    pub name: String,
+    /// The provider to build it for (libvirt in this build).
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Build even under software emulation (no working KVM): takes hours.
+    #[arg(long)]
+    pub allow_software_emulation: bool,
+    /// Use the cache only: fail if the ISO is not there.
+    #[arg(long)]
+    pub offline: bool,
+    /// Accept the evaluation licence of the Windows Server ISO.
+    #[arg(long)]
+    pub accept_license: bool,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +269,11 @@ pub struct UpArgs {
     /// evaluation media such as Windows Server).
     #[arg(long)]
     pub accept_license: bool,
+
+    /// Build a missing Windows base disk even under software emulation
+    /// (no working KVM): takes hours.
+    #[arg(long)]
+    pub allow_software_emulation: bool,
 
     /// Output format of --dry-run.
     #[arg(short, long, value_enum, default_value_t = crate::ui::OutputFormat::Table)]

@@ -34,10 +34,13 @@ fn module_hint(err: &(dyn StdError + 'static)) -> Option<String> {
             crate::machines::MachinesError::Network(p)
             | crate::machines::MachinesError::Provider { source: p, .. } => p.hint(),
             crate::machines::MachinesError::NoWindowsBase { .. } => Some(
-                "building Windows base disks (`devcluster images build`) is not in this devcluster build yet; use --windows-workers 0 for now".into(),
+                "build it with `devcluster images build IMAGE --accept-license` (up builds it itself on libvirt)".into(),
             ),
             _ => None,
         };
+    }
+    if let Some(e) = err.downcast_ref::<crate::winbuild::BuildError>() {
+        return e.hint();
     }
     if let Some(e) = err.downcast_ref::<crate::providers::ProviderError>() {
         return e.hint();

@@ -33,6 +33,7 @@ pub mod state;
 pub(crate) mod test_support;
 pub mod ui;
 pub mod versions;
+pub mod winbuild;
 
 use std::process::ExitCode;
 

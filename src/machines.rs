@@ -69,6 +69,25 @@ pub async fn resolve_bases(
     Ok(out)
 }
 
+/// The Windows images of `plan` whose base disk is not built yet for
+/// `provider` (`up` builds them first); other problems show in
+/// [`resolve_bases`].
+pub fn missing_windows_bases(
+    dirs: &Dirs,
+    plan: &Plan,
+    provider: crate::spec::ProviderKind,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for node in plan.nodes.iter().filter(|n| n.os == Os::Windows) {
+        if let Err(MachinesError::NoWindowsBase { image, .. }) = windows_base(dirs, node, provider)
+            && !out.contains(&image)
+        {
+            out.push(image);
+        }
+    }
+    out
+}
+
 /// A Windows node's base: the sysprepped disk `devcluster images build`
 /// made from the image's ISO ([`images::winbase`]). `path` is the disk
 /// (for libvirt, the volume in the images pool, whose name is its file

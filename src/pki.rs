@@ -944,6 +944,13 @@ fn ensure_windows_password(paths: &PkiPaths, out: bool) -> Result<Secret, PkiErr
 // ---------------------------------------------------------------------------
 // SSH keys
 
+/// The key the Windows base-image builder authorizes for Administrator
+/// while it builds (`<dir>/builder_ed25519`, 0600): the host's, not a
+/// cluster's; sysprep leaves nothing of it a node needs.
+pub fn builder_ssh_key(dir: &Path) -> Result<SshKeyPair, PkiError> {
+    ensure_ssh_key(&dir.join("builder_ed25519"), "devcluster-builder", false)
+}
+
 fn ensure_ssh_key(path: &Path, comment: &str, out: bool) -> Result<SshKeyPair, PkiError> {
     let pub_path = {
         let mut p = path.as_os_str().to_owned();

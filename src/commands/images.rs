@@ -1,7 +1,7 @@
 //! `devcluster images`: the catalog, the cache and golden disks.
 
 use super::Ctx;
-use crate::cli::{ImagesCommand, ImportArgs, OutputArgs, PullArgs, RemoveArgs};
+use crate::cli::{BuildArgs, ImagesCommand, ImportArgs, OutputArgs, PullArgs, RemoveArgs};
 use crate::error::ExitStatus;
 use crate::images::download::human_bytes;
 use crate::images::{self, Fetch, Import};
@@ -14,6 +14,7 @@ pub fn images(ctx: &Ctx, cmd: &ImagesCommand) -> anyhow::Result<ExitStatus> {
         ImagesCommand::Pull(args) => pull(ctx, args),
         ImagesCommand::Remove(args) => remove(ctx, args),
         ImagesCommand::Prune => prune(ctx),
+        ImagesCommand::Build(args) => build(ctx, args),
     }
 }
 
@@ -221,4 +222,172 @@ fn prune(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
     ctx.printer
         .out(format!("freed {}", human_bytes(p.freed_bytes)));
     Ok(ExitStatus::Success)
+}
+
+fn build(ctx: &Ctx, a: &BuildArgs) -> anyhow::Result<ExitStatus> {
+    let kind = match a.provider {
+        None | Some(crate::spec::ProviderKind::Auto) => crate::spec::ProviderKind::Libvirt,
+        Some(k) => k,
+    };
+    let defaults = crate::spec::Layer::from_env().over(crate::spec::Layer::defaults());
+    let config = crate::providers::ProviderConfig {
+        libvirt_uri: defaults.libvirt_uri.map(|v| v.value).unwrap_or_default(),
+        libvirt_domain_type: defaults
+            .libvirt_domain_type
+            .map(|v| v.value)
+            .unwrap_or(crate::spec::DomainType::Auto),
+        cache_dir: ctx.dirs.cache.clone(),
+    };
+    let runtime = super::runtime()?;
+    let disk = runtime.block_on(build_base(
+        ctx,
+        &a.name,
+        kind,
+        &config,
+        &BuildOpts {
+            allow_software_emulation: a.allow_software_emulation,
+            offline: a.offline,
+            accept_license: a.accept_license,
+        },
+    ));
+    runtime.shutdown_background();
+    let disk = disk?;
+    ctx.printer.out(format!(
+        "base disk {} of {} ({}) : {}",
+        disk.key.id(),
+        disk.image,
+        human_bytes(disk.size_bytes),
+        disk.path.display()
+    ));
+    Ok(ExitStatus::Success)
+}
+
+/// How `images build` (and `up`, when a base disk is missing) may build.
+pub struct BuildOpts {
+    pub allow_software_emulation: bool,
+    pub offline: bool,
+    pub accept_license: bool,
+}
+
+/// Builds the Windows base disk of `name` for `kind` (or finds it built).
+/// Refuses, before anything is created, another provider than libvirt and
+/// software emulation without the opt-in.
+pub async fn build_base(
+    ctx: &Ctx,
+    name: &str,
+    kind: crate::spec::ProviderKind,
+    config: &crate::providers::ProviderConfig,
+    opts: &BuildOpts,
+) -> anyhow::Result<crate::images::golden::GoldenDisk> {
+    use crate::error::UserError;
+    use crate::winbuild;
+    winbuild::windows_image(&ctx.dirs, name)?;
+    if !winbuild::supported(kind) {
+        return Err(UserError::new(format!(
+            "building Windows base disks for the {kind} provider is not in this devcluster build"
+        ))
+        .hint("use --provider libvirt")
+        .into());
+    }
+    build_libvirt(ctx, name, config, opts).await
+}
+
+#[cfg(target_os = "linux")]
+async fn build_libvirt(
+    ctx: &Ctx,
+    name: &str,
+    config: &crate::providers::ProviderConfig,
+    opts: &BuildOpts,
+) -> anyhow::Result<crate::images::golden::GoldenDisk> {
+    use crate::error::UserError;
+    use crate::providers::Provider;
+    use crate::winbuild;
+    let provider = crate::providers::libvirt::Libvirt::open(config).await?;
+    let notes = provider.prepare_create().await?;
+    let software = provider.domain_type() != Some("kvm");
+    if software && !opts.allow_software_emulation {
+        return Err(UserError::new(format!(
+            "building {name} here would run Windows Setup under software emulation (no working KVM), which takes hours; refusing without {}",
+            winbuild::SOFTWARE_FLAG
+        ))
+        .hint(format!(
+            "run it on a host where KVM works, or pass {} to wait the hours",
+            winbuild::SOFTWARE_FLAG
+        ))
+        .into());
+    }
+    for n in notes {
+        ctx.printer.warn(n);
+    }
+    if software {
+        ctx.printer.warn(format!(
+            "building {name} under software emulation: this takes hours (typically about {})",
+            ui::duration(winbuild::TYPICAL_SOFTWARE)
+        ));
+    }
+    let downloads = ui::DownloadProgress::new(ctx.printer);
+    let fetch = Fetch::new(&downloads)
+        .offline(opts.offline)
+        .accept_license(opts.accept_license);
+    let place = winbuild::Place::default_for(name);
+    let bars = ui::NodeProgress::new(ctx.printer, [place.vm.as_str()]);
+    let progress = Progress {
+        bars: &bars,
+        vm: place.vm.clone(),
+        printer: ctx.printer,
+        last: std::sync::Mutex::new(None),
+    };
+    let req = winbuild::Request {
+        image: name.to_string(),
+        place,
+        bounds: winbuild::Bounds::for_emulation(software),
+        poll: std::time::Duration::from_secs(2),
+        typical: if software {
+            winbuild::TYPICAL_SOFTWARE
+        } else {
+            winbuild::TYPICAL_HW
+        },
+        uri: provider.uri().to_string(),
+    };
+    let r = winbuild::build(&ctx.dirs, &provider, &req, &fetch, &progress).await;
+    downloads.clear();
+    bars.clear();
+    Ok(r?)
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn build_libvirt(
+    _ctx: &Ctx,
+    _name: &str,
+    _config: &crate::providers::ProviderConfig,
+    _opts: &BuildOpts,
+) -> anyhow::Result<crate::images::golden::GoldenDisk> {
+    Err(crate::error::UserError::new("the libvirt provider runs on Linux hosts only").into())
+}
+
+/// The build's progress on the Printer: one line per phase, refreshed
+/// once a minute with the elapsed time.
+struct Progress<'a> {
+    bars: &'a ui::NodeProgress,
+    vm: String,
+    printer: ui::Printer,
+    last: std::sync::Mutex<Option<(String, u64)>>,
+}
+
+impl crate::winbuild::BuildProgress for Progress<'_> {
+    fn note(&self, message: &str) {
+        self.printer.info(message);
+    }
+
+    fn phase(&self, phase: &str, elapsed: std::time::Duration, typical: std::time::Duration) {
+        let now = (phase.to_string(), elapsed.as_secs() / 60);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref() != Some(&now) {
+            self.bars.set(
+                &self.vm,
+                crate::winbuild::progress_line(phase, elapsed, typical),
+            );
+            *last = Some(now);
+        }
+    }
 }

@@ -75,6 +75,27 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, spec: &Spec) -> anyhow::Result<E
             p.info(format!("skipped provider {}: {}", d.kind, d.detail));
         }
         super::doctor::preflight(ctx, spec, &plan, provider.kind(), existing.is_some())?;
+        // A Windows base disk not built yet is built now (the same
+        // refusals as `images build`: another provider, software
+        // emulation without the opt-in).
+        for image in machines::missing_windows_bases(&ctx.dirs, &plan, provider.kind()) {
+            p.info(format!(
+                "the {} base disk of {image} is not built yet: building it",
+                provider.kind()
+            ));
+            super::images::build_base(
+                ctx,
+                &image,
+                provider.kind(),
+                &config,
+                &super::images::BuildOpts {
+                    allow_software_emulation: args.allow_software_emulation,
+                    offline,
+                    accept_license: args.accept_license,
+                },
+            )
+            .await?;
+        }
         let downloads = ui::DownloadProgress::new(*p);
         let fetch = crate::images::Fetch::new(&downloads)
             .offline(offline)

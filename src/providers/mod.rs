@@ -297,6 +297,13 @@ pub trait Provider: Send + Sync {
         let _ = (node, volume);
         Err(self.no_golden_disks())
     }
+    /// Copies the system disk of VM `node`, which is off, into a new
+    /// golden disk named after `id` (a Windows base disk: the builder's
+    /// disk after sysprep powered it off). Deleted by `remove_golden`.
+    async fn keep_disk(&self, node: &str, id: &str) -> Result<GoldenVolume> {
+        let _ = (node, id);
+        Err(self.no_golden_disks())
+    }
     /// Deletes a golden disk; absent is fine.
     async fn remove_golden(&self, volume: &str) -> Result<()> {
         let _ = volume;

@@ -395,6 +395,22 @@ fn ensure_base(
     Ok(v)
 }
 
+/// What a volume `volume` of the images pool is, as a golden disk.
+fn golden_volume(v: &StorageVol, volume: String, images_path: &str) -> Result<GoldenVolume> {
+    let info = v
+        .info()
+        .map_err(err("inspecting", format!("volume {volume}")))?;
+    Ok(GoldenVolume {
+        path: v
+            .path()
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| format!("{images_path}/{volume}").into()),
+        name: volume,
+        bytes: info.allocation,
+        capacity_bytes: info.capacity,
+    })
+}
+
 fn delete_vol(pool: &StoragePool, name: &str) -> Result<()> {
     if let Some(v) = lookup_vol(pool, name)? {
         match v.delete(0) {
@@ -945,18 +961,46 @@ impl Provider for Libvirt {
                     )));
                 }
             };
-            let info = v
+            golden_volume(&v, volume, &images_path)
+        })
+        .await
+    }
+
+    async fn keep_disk(&self, node: &str, id: &str) -> Result<GoldenVolume> {
+        let node = node.to_string();
+        let images_path = self.images_pool_path();
+        let volume = format!("winbase-{id}-{}.qcow2", crate::state::now_ms());
+        self.blocking(move |conn| {
+            let d = existing_domain(conn, &node)?;
+            if domain_state(&d, &node)? != VmState::Off {
+                return Err(ProviderError::Invalid(format!(
+                    "VM {node} is not off: its disk is still being written"
+                )));
+            }
+            let cluster = domain_cluster(&d).ok_or_else(|| {
+                ProviderError::Invalid(format!("VM {node} is not a devcluster node"))
+            })?;
+            let pool = conn
+                .lookup_storage_pool_by_name(&xml::network_name(&cluster))
+                .map_err(err("looking up", format!("the storage of VM {node}")))?;
+            let disk = xml::disk_volume(&node);
+            let src = lookup_vol(&pool, &disk)?
+                .ok_or_else(|| ProviderError::Invalid(format!("VM {node} has no disk {disk}")))?;
+            let capacity = src
                 .info()
-                .map_err(err("inspecting", format!("volume {volume}")))?;
-            Ok(GoldenVolume {
-                path: v
-                    .path()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| format!("{images_path}/{volume}").into()),
-                name: volume,
-                bytes: info.allocation,
-                capacity_bytes: info.capacity,
-            })
+                .map_err(err("inspecting", format!("disk {disk}")))?
+                .capacity;
+            let images = ensure_pool(conn, IMAGES_POOL, &images_path)?;
+            // A full copy (not a rename): the builder and its pool are
+            // deleted afterwards, the copy stays in the shared pool.
+            let v = StorageVol::create_xml_from(
+                &images,
+                &xml::plain_volume_xml(&volume, capacity, "qcow2"),
+                &src,
+                0,
+            )
+            .map_err(err("copying", format!("the disk of VM {node}")))?;
+            golden_volume(&v, volume, &images_path)
         })
         .await
     }

@@ -1,0 +1,559 @@
+//! `devcluster images build`: a Windows base disk from the evaluation ISO.
+//!
+//! A builder VM boots the ISO with a second CD (`DCBUILD`, see
+//! [`crate::seed::windows`]): Windows Setup reads `autounattend.xml`,
+//! installs Server Core, logs on once and runs `build.ps1`, which writes
+//! `devcluster-build: phase|reboot|failed ...` lines to COM1 (the serial
+//! log) and ends in `sysprep /generalize /oobe /shutdown`. So the host
+//! only watches: the VM's state (off = sysprep finished) and the serial
+//! log (which phase; a `failed` line). Setup itself writes nothing to the
+//! serial port, so "no new phase" can last as long as Setup does: the
+//! stall bound is generous, and there is an overall bound besides.
+//!
+//! When the builder is off, its disk is copied into the shared images
+//! pool and recorded as the base disk ([`crate::images::winbase`]: same
+//! records, `images list`, `images prune` and lock as golden disks); the
+//! builder and its CDs are deleted. A builder that failed or stalled is
+//! left running for inspection (VNC, serial log); the next build deletes
+//! it first, so a retry starts clean.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::dirs::Dirs;
+use crate::images::golden::{self as record, GoldenDisk, Made, ProviderVolume};
+use crate::images::{self, Format, ImageError, winbase};
+use crate::net::Cidr;
+use crate::plan::Os;
+use crate::providers::{
+    BaseImage, Firmware, NetworkSpec, Provider, ProviderError, VmSpec, VmState,
+};
+use crate::seed::windows::{self, BuildSeed};
+use crate::spec::{NetworkMode, ProviderKind};
+
+/// How long a build usually takes with KVM / Hyper-V (the design target).
+pub const TYPICAL_HW: Duration = Duration::from_secs(25 * 60);
+/// ... and under software emulation (TCG): an estimate, hours.
+pub const TYPICAL_SOFTWARE: Duration = Duration::from_secs(6 * 3600);
+
+/// The flag that accepts a build under software emulation.
+pub const SOFTWARE_FLAG: &str = "--allow-software-emulation";
+
+/// What the serial log says so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// The last phase begun (`10-sshd`, ...), `None` while Setup runs.
+    pub phase: Option<String>,
+    /// A step that failed, with its message.
+    pub failed: Option<(String, String)>,
+    /// How many `devcluster-build:` lines there were: any new one is
+    /// progress (a phase, a reboot).
+    pub markers: usize,
+}
+
+const MARK: &str = "devcluster-build: ";
+
+/// Reads build.ps1's lines out of the serial log's text (which also holds
+/// firmware and boot noise, and may end in half a line).
+pub fn scan(serial: &str) -> Scan {
+    let mut s = Scan::default();
+    for line in serial.lines() {
+        let Some(at) = line.find(MARK) else { continue };
+        let rest = line[at + MARK.len()..].trim_end_matches(['\r', ' ']);
+        if let Some(p) = rest.strip_prefix("phase ") {
+            s.phase = Some(p.trim().to_string());
+        } else if let Some(f) = rest.strip_prefix("failed ") {
+            let (step, msg) = f.split_once(": ").unwrap_or((f, ""));
+            s.failed = Some((step.trim().to_string(), msg.trim().to_string()));
+        } else if rest.strip_prefix("reboot ").is_none() {
+            continue;
+        }
+        s.markers += 1;
+    }
+    s
+}
+
+/// The name shown for where the build is.
+pub fn phase_label(scan: &Scan) -> &str {
+    scan.phase.as_deref().unwrap_or("windows-setup")
+}
+
+/// When a build is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// No new serial-log line for this long.
+    pub stall: Duration,
+    /// In all.
+    pub overall: Duration,
+}
+
+impl Bounds {
+    /// Generous: Setup alone writes nothing for most of the typical time.
+    pub fn for_emulation(software: bool) -> Bounds {
+        let typical = if software {
+            TYPICAL_SOFTWARE
+        } else {
+            TYPICAL_HW
+        };
+        Bounds {
+            stall: typical * 2,
+            overall: typical * 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Wait,
+    Stalled,
+    TooLong,
+}
+
+/// Whether to keep waiting, `elapsed` into the build and `quiet` since
+/// the last progress.
+pub fn verdict(elapsed: Duration, quiet: Duration, bounds: Bounds) -> Verdict {
+    if elapsed >= bounds.overall {
+        Verdict::TooLong
+    } else if quiet >= bounds.stall {
+        Verdict::Stalled
+    } else {
+        Verdict::Wait
+    }
+}
+
+/// Where the builder lives: its VM, its cluster (storage pool and an
+/// isolated network; Setup needs no network) and that network's subnet.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub vm: String,
+    pub cluster: String,
+    pub subnet: Cidr,
+}
+
+impl Place {
+    pub fn default_for(image: &str) -> Place {
+        // The cluster name makes a bridge name `dc-<cluster>` (<= 15).
+        let short: String = image
+            .strip_prefix("windows-server-")
+            .unwrap_or(image)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(6)
+            .collect();
+        Place {
+            vm: format!("devcluster-build-{image}"),
+            cluster: format!("build{short}"),
+            subnet: "192.168.250.0/24".parse().expect("a valid subnet"),
+        }
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub image: String,
+    pub place: Place,
+    pub bounds: Bounds,
+    /// How often the VM and the serial log are looked at.
+    pub poll: Duration,
+    pub typical: Duration,
+    /// The libvirt URI the disk is kept at (recorded with it).
+    pub uri: String,
+}
+
+/// Progress of a build, for the Printer.
+pub trait BuildProgress: Send + Sync {
+    fn note(&self, message: &str);
+    /// Called on every poll.
+    fn phase(&self, phase: &str, elapsed: Duration, typical: Duration);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("image {0} is not a Windows image: only Windows images are built")]
+    NotWindows(String),
+    #[error(
+        "image {0} has no Windows answer-file settings (known: windows-server-2022, windows-server-2025)"
+    )]
+    NoSettings(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("the build CD could not be made")]
+    Seed(#[source] crate::seed::SeedError),
+    #[error("the builder's key or password could not be made")]
+    Pki(#[source] crate::pki::PkiError),
+    #[error("builder VM {vm}")]
+    Provider {
+        vm: String,
+        #[source]
+        source: ProviderError,
+    },
+    #[error(
+        "builder VM {vm} made no progress for {quiet} (at phase {phase}); it is left running for inspection"
+    )]
+    Stalled {
+        vm: String,
+        phase: String,
+        quiet: String,
+        serial: PathBuf,
+    },
+    #[error(
+        "builder VM {vm} did not finish within {bound} (at phase {phase}); it is left running for inspection"
+    )]
+    TooLong {
+        vm: String,
+        phase: String,
+        bound: String,
+        serial: PathBuf,
+    },
+    #[error("builder VM {vm}: build step {step} failed: {message}")]
+    Failed {
+        vm: String,
+        step: String,
+        message: String,
+        serial: PathBuf,
+    },
+    #[error("builder VM {vm} vanished during the build")]
+    Vanished { vm: String },
+}
+
+impl BuildError {
+    pub fn hint(&self) -> Option<String> {
+        let watch = |vm: &str, serial: &PathBuf| {
+            format!(
+                "watch it with `virsh vncdisplay {vm}` (a VNC viewer on that display) and its serial log {}; `devcluster images build` again deletes it and starts clean",
+                serial.display()
+            )
+        };
+        match self {
+            BuildError::Stalled { vm, serial, .. }
+            | BuildError::TooLong { vm, serial, .. }
+            | BuildError::Failed { vm, serial, .. } => Some(watch(vm, serial)),
+            BuildError::Image(e) => e.hint(),
+            BuildError::Provider { source, .. } => source.hint(),
+            BuildError::NotWindows(_) | BuildError::NoSettings(_) => Some(
+                "name a Windows Server image: windows-server-2025 or windows-server-2022 (see `devcluster images list`)".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The catalog entry and answer-file settings of `name`, or why not.
+pub fn windows_image(
+    dirs: &Dirs,
+    name: &str,
+) -> Result<(images::ImageEntry, windows::WindowsImage), BuildError> {
+    let entry = images::catalog::find(dirs, name)?;
+    if entry.os != Os::Windows {
+        return Err(BuildError::NotWindows(name.into()));
+    }
+    let image =
+        windows::image_for(&entry.name).ok_or_else(|| BuildError::NoSettings(name.into()))?;
+    Ok((entry, image))
+}
+
+/// Deletes the builder at `place` and its cluster's storage and network.
+pub async fn remove_builder(provider: &dyn Provider, place: &Place) -> Result<(), BuildError> {
+    let e = |source| BuildError::Provider {
+        vm: place.vm.clone(),
+        source,
+    };
+    provider.delete_node(&place.vm).await.map_err(e)?;
+    provider.remove_storage(&place.cluster).await.map_err(e)?;
+    provider.remove_network(&place.cluster).await.map_err(e)?;
+    Ok(())
+}
+
+/// Builds (or finds) the base disk of `req.image` for `provider`.
+pub async fn build(
+    dirs: &Dirs,
+    provider: &dyn Provider,
+    req: &Request,
+    fetch: &images::Fetch<'_>,
+    progress: &dyn BuildProgress,
+) -> Result<GoldenDisk, BuildError> {
+    let kind = provider.kind();
+    let (entry, image) = windows_image(dirs, &req.image)?;
+    let artifact = entry.artifact_for(kind)?;
+    let iso = images::cache::ensure(dirs, &entry, artifact, Some(kind), fetch).await?;
+    let key = winbase::key(&image, &iso.sha256, kind);
+    let id = key.id();
+    if let Some(d) = record::lookup(dirs, &key) {
+        return Ok(d);
+    }
+    // One build per base disk: a second process waits for the first.
+    let mut told = false;
+    let _held = loop {
+        if let Some(l) = images::cache::try_lock(dirs, &format!("golden-{id}"))? {
+            break l;
+        }
+        if !told {
+            progress.note(&format!(
+                "another devcluster process is building the base disk of {}; waiting for it",
+                entry.name
+            ));
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if let Some(d) = record::lookup(dirs, &key) {
+        return Ok(d);
+    }
+    let place = &req.place;
+    let perr = |source| BuildError::Provider {
+        vm: place.vm.clone(),
+        source,
+    };
+    // A retry starts clean: whatever an earlier build left goes first.
+    remove_builder(provider, place).await?;
+
+    let work = dirs.cache.join("builds");
+    let key_pair = crate::pki::builder_ssh_key(&work).map_err(BuildError::Pki)?;
+    let openssh_zip = if image.builtin_openssh {
+        None
+    } else {
+        let z = winbase::ensure_openssh(dirs, fetch).await?;
+        Some(std::fs::read(&z.path).map_err(|source| ImageError::Io {
+            what: "cannot read",
+            path: z.path.clone(),
+            source,
+        })?)
+    };
+    let seed = BuildSeed {
+        image,
+        authorized_key: key_pair.public_line.clone(),
+        admin_password: crate::pki::generate_windows_password().map_err(BuildError::Pki)?,
+        openssh_zip,
+    };
+    let seed_iso = windows::build_seed_iso(&seed).map_err(BuildError::Seed)?;
+    let serial = work.join(format!("{}.serial.log", place.vm));
+    let _ = std::fs::remove_file(&serial);
+    let gateway = place.subnet.nth(1).ok_or_else(|| BuildError::Provider {
+        vm: place.vm.clone(),
+        source: ProviderError::Invalid(format!("subnet {} has no gateway address", place.subnet)),
+    })?;
+    provider
+        .ensure_network(&NetworkSpec {
+            cluster: place.cluster.clone(),
+            subnet: place.subnet,
+            gateway,
+            mode: NetworkMode::Isolated,
+            hosts: Vec::new(),
+        })
+        .await
+        .map_err(perr)?;
+    let vm = VmSpec {
+        cluster: place.cluster.clone(),
+        name: place.vm.clone(),
+        role: "builder".into(),
+        os: Os::Windows,
+        cpus: 2,
+        memory_mib: 4096,
+        disk_gib: 64,
+        mac: "52:54:00:dc:b0:01".into(),
+        base: BaseImage {
+            name: entry.name.clone(),
+            path: iso.path.clone(),
+            sha256: iso.sha256.clone(),
+            firmware: Firmware::Uefi,
+            secure_boot: true,
+        },
+        golden: None,
+        seed_iso,
+        install_iso: Some(iso.path.clone()),
+        serial_log: serial.clone(),
+    };
+    provider.create_node(&vm).await.map_err(perr)?;
+    provider.start(&place.vm).await.map_err(perr)?;
+    progress.note(&format!(
+        "builder VM {} started: watch it with `virsh vncdisplay {}`, serial log {}",
+        place.vm,
+        place.vm,
+        serial.display()
+    ));
+
+    let started = Instant::now();
+    let mut last = Scan::default();
+    let mut changed = Instant::now();
+    loop {
+        match provider.state(&place.vm).await.map_err(perr)? {
+            VmState::Off => break,
+            VmState::Absent => {
+                return Err(BuildError::Vanished {
+                    vm: place.vm.clone(),
+                });
+            }
+            _ => {}
+        }
+        let text = std::fs::read(&serial).unwrap_or_default();
+        let now = scan(&String::from_utf8_lossy(&text));
+        if now.markers != last.markers {
+            changed = Instant::now();
+        }
+        if let Some((step, message)) = &now.failed {
+            return Err(BuildError::Failed {
+                vm: place.vm.clone(),
+                step: step.clone(),
+                message: message.clone(),
+                serial,
+            });
+        }
+        last = now;
+        let elapsed = started.elapsed();
+        progress.phase(phase_label(&last), elapsed, req.typical);
+        match verdict(elapsed, changed.elapsed(), req.bounds) {
+            Verdict::Wait => {}
+            Verdict::Stalled => {
+                return Err(BuildError::Stalled {
+                    vm: place.vm.clone(),
+                    phase: phase_label(&last).into(),
+                    quiet: crate::ui::duration(changed.elapsed()),
+                    serial,
+                });
+            }
+            Verdict::TooLong => {
+                return Err(BuildError::TooLong {
+                    vm: place.vm.clone(),
+                    phase: phase_label(&last).into(),
+                    bound: crate::ui::duration(req.bounds.overall),
+                    serial,
+                });
+            }
+        }
+        tokio::time::sleep(req.poll).await;
+    }
+    let took = started.elapsed();
+    let kept = provider.keep_disk(&place.vm, &id).await.map_err(perr)?;
+    let made = Made {
+        image: entry.name.clone(),
+        format: Format::Qcow2,
+        capacity_bytes: kept.capacity_bytes,
+        source: format!("built by {}", place.vm),
+        prepared_ms: took.as_millis() as u64,
+    };
+    let volume = ProviderVolume {
+        name: kept.name.clone(),
+        path: kept.path.clone(),
+        bytes: kept.bytes,
+        uri: req.uri.clone(),
+    };
+    let disk = match record::store_volume(dirs, &key, made, volume) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = provider.remove_golden(&kept.name).await;
+            return Err(e.into());
+        }
+    };
+    remove_builder(provider, place).await?;
+    Ok(disk)
+}
+
+/// The one line shown while a build runs.
+pub fn progress_line(phase: &str, elapsed: Duration, typical: Duration) -> String {
+    format!(
+        "building: phase {phase}, {} elapsed (typically about {})",
+        crate::ui::duration(elapsed),
+        crate::ui::duration(typical)
+    )
+}
+
+/// Which provider a build names: libvirt only in this build.
+pub fn supported(kind: ProviderKind) -> bool {
+    kind == ProviderKind::Libvirt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM\"\r\n\
+        garbage \x1b[0m\r\n\
+        devcluster-build: phase 10-sshd\r\n\
+        devcluster-build: phase 20-shutdown-without-logon\r\n\
+        devcluster-build: phase 30-containers\r\n\
+        devcluster-build: reboot 30-containers\r\n\
+        devcluster-build: phase 30-con";
+
+    #[test]
+    fn scan_reads_phases_reboots_and_half_lines() {
+        assert_eq!(scan(""), Scan::default());
+        assert_eq!(phase_label(&scan("firmware noise only\n")), "windows-setup");
+        let s = scan(LOG);
+        // The half-written last line still counts: it is the newest.
+        assert_eq!(s.phase.as_deref(), Some("30-con"));
+        assert_eq!(s.markers, 5);
+        assert_eq!(s.failed, None);
+        let full = format!("{LOG}tainers\r\ndevcluster-build: phase 40-time-sync\r\n");
+        let s = scan(&full);
+        assert_eq!(s.phase.as_deref(), Some("40-time-sync"));
+        assert_eq!(s.markers, 6);
+    }
+
+    #[test]
+    fn scan_reports_a_failed_step() {
+        let s = scan(
+            "devcluster-build: phase 30-containers\r\ndevcluster-build: failed 30-containers: exit code 1\r\n",
+        );
+        assert_eq!(
+            s.failed,
+            Some(("30-containers".into(), "exit code 1".into()))
+        );
+        // Only build.ps1's own words count.
+        let s = scan("echo devcluster-build:phase x\nsomething else: phase 1\n");
+        assert_eq!(s.markers, 0);
+    }
+
+    #[test]
+    fn verdicts_follow_the_bounds() {
+        let b = Bounds {
+            stall: Duration::from_secs(60),
+            overall: Duration::from_secs(600),
+        };
+        let s = Duration::from_secs;
+        assert_eq!(verdict(s(10), s(10), b), Verdict::Wait);
+        assert_eq!(verdict(s(100), s(59), b), Verdict::Wait);
+        assert_eq!(verdict(s(100), s(60), b), Verdict::Stalled);
+        assert_eq!(verdict(s(600), s(1), b), Verdict::TooLong);
+        // Too long wins over a stall.
+        assert_eq!(verdict(s(700), s(700), b), Verdict::TooLong);
+        let hw = Bounds::for_emulation(false);
+        let sw = Bounds::for_emulation(true);
+        assert!(hw.stall > TYPICAL_HW && hw.overall > hw.stall);
+        assert!(sw.stall > hw.stall && sw.overall > sw.stall);
+    }
+
+    #[test]
+    fn the_default_place_fits_bridge_names() {
+        for image in [
+            "windows-server-2025",
+            "windows-server-2022",
+            "my-own-windows",
+        ] {
+            let p = Place::default_for(image);
+            assert!(
+                crate::providers::libvirt::xml::bridge_name(&p.cluster).len() <= 15,
+                "{p:?}"
+            );
+            assert_eq!(p.vm, format!("devcluster-build-{image}"));
+        }
+    }
+
+    #[test]
+    fn the_stall_hint_names_the_vm_and_how_to_watch_it() {
+        let e = BuildError::Stalled {
+            vm: "devcluster-build-windows-server-2025".into(),
+            phase: "windows-setup".into(),
+            quiet: "2h".into(),
+            serial: "/c/b.serial.log".into(),
+        };
+        assert!(
+            e.to_string()
+                .contains("devcluster-build-windows-server-2025")
+        );
+        let h = e.hint().unwrap();
+        assert!(h.contains("virsh vncdisplay devcluster-build-windows-server-2025"));
+        assert!(h.contains("/c/b.serial.log"));
+        assert!(progress_line("10-sshd", Duration::from_secs(90), TYPICAL_HW).contains("10-sshd"));
+    }
+}

@@ -1,0 +1,213 @@
+//! `devcluster images build` on the real libvirtd, with a stand-in
+//! installation ISO built here (no Windows runs on these machines, and no
+//! KVM: the builder runs under software emulation). Proven here: the ISO
+//! comes through the catalog and cache (a user catalog entry with a
+//! file:// URL and its sha256, the licence gate on); the builder domain is
+//! created and started; a builder that makes no progress ends in the stall
+//! error naming the VM and `virsh vncdisplay`; a retry deletes the old
+//! builder first; when the builder is off the disk is kept as the base
+//! disk (recorded, listed by `images list`) and the builder, its CDs, pool
+//! and network are gone. Standing in for sysprep's power-off: the test
+//! powers the builder off with `virsh destroy`. Not proven here: Windows
+//! Setup, the build scripts inside Windows, sysprep itself.
+//! Needs libvirtd at qemu:///system; run under `flock /tmp/devcluster-vm.lock`.
+
+#![cfg(all(target_os = "linux", feature = "test-libvirt"))]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use devcluster::images::{self, Fetch, winbase};
+use devcluster::providers::ProviderConfig;
+use devcluster::providers::libvirt::Libvirt;
+use devcluster::spec::{DomainType, ProviderKind};
+use devcluster::winbuild::{self, Bounds, BuildError, Place, Request};
+
+const URI: &str = "qemu:///system";
+const VM: &str = "ib-build-win";
+const CLUSTER: &str = "ib1";
+
+fn virsh(args: &[&str]) -> (bool, String) {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .expect("virsh must be installed (scripts/setup-test-host.sh)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+struct Cleanup {
+    volume: std::sync::Mutex<Option<String>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        virsh(&["destroy", VM]);
+        virsh(&["undefine", VM, "--nvram", "--managed-save"]);
+        let pool = format!("devcluster-{CLUSTER}");
+        virsh(&["pool-destroy", &pool]);
+        virsh(&["pool-undefine", &pool]);
+        let _ = std::fs::remove_dir_all(format!("/var/lib/libvirt/images/{pool}"));
+        virsh(&["net-destroy", &pool]);
+        virsh(&["net-undefine", &pool]);
+        if let Some(v) = self.volume.lock().unwrap().take() {
+            virsh(&["vol-delete", &v, "--pool", "devcluster-images"]);
+        }
+    }
+}
+
+struct Quiet;
+impl winbuild::BuildProgress for Quiet {
+    fn note(&self, _: &str) {}
+    fn phase(&self, _: &str, _: Duration, _: Duration) {}
+}
+
+fn request(stall: Duration) -> Request {
+    Request {
+        image: "windows-server-2025".into(),
+        place: Place {
+            vm: VM.into(),
+            cluster: CLUSTER.into(),
+            subnet: "192.168.243.0/24".parse().unwrap(),
+        },
+        bounds: Bounds {
+            stall,
+            overall: Duration::from_secs(600),
+        },
+        poll: Duration::from_millis(500),
+        typical: winbuild::TYPICAL_SOFTWARE,
+        uri: URI.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_stalls_retries_clean_and_keeps_the_disk() {
+    let world = common::World::new();
+    let dirs = &world.dirs;
+    let cleanup = Cleanup {
+        volume: std::sync::Mutex::new(None),
+    };
+    // A stand-in ISO, served as the user's own copy of the evaluation ISO
+    // (a user entry replaces the built-in one: the air-gapped case).
+    let iso = world.path("standin.iso");
+    devcluster::seed::iso::write(
+        &iso,
+        "SSS_X64FREE_DV9",
+        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
+    )
+    .unwrap();
+    let sha = images::sha256_file(&iso).unwrap();
+    let catalog = dirs.config.join("images");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(
+        catalog.join("windows-server-2025.toml"),
+        format!(
+            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
+            iso.display()
+        ),
+    )
+    .unwrap();
+    let p = Libvirt::open(&ProviderConfig {
+        libvirt_uri: URI.into(),
+        libvirt_domain_type: DomainType::Qemu,
+        cache_dir: dirs.cache.clone(),
+    })
+    .await
+    .expect("libvirtd at qemu:///system");
+    let dl = images::download::NoProgress;
+
+    // The licence gate is the cache's, as for `images pull`.
+    let r = winbuild::build(
+        dirs,
+        &p,
+        &request(Duration::from_secs(5)),
+        &Fetch::new(&dl),
+        &Quiet,
+    )
+    .await;
+    assert!(matches!(r, Err(BuildError::Image(_))), "{r:?}");
+    assert!(
+        !virsh(&["dominfo", VM]).0,
+        "nothing made before the licence"
+    );
+
+    // 1. The stand-in boots nothing, so no phase ever comes: a stall.
+    let fetch = Fetch::new(&dl).accept_license(true);
+    let r = winbuild::build(dirs, &p, &request(Duration::from_secs(20)), &fetch, &Quiet).await;
+    let e = r.expect_err("a builder that makes no progress stalls");
+    assert!(matches!(e, BuildError::Stalled { .. }), "{e:?}");
+    assert!(e.to_string().contains(VM), "{e}");
+    let hint = e.hint().unwrap();
+    assert!(hint.contains(&format!("virsh vncdisplay {VM}")), "{hint}");
+    assert!(hint.contains(".serial.log"), "{hint}");
+    // Left running for inspection, with its console where the hint says.
+    assert_eq!(virsh(&["domstate", VM]).1.lines().next(), Some("running"));
+    let (ok, display) = virsh(&["vncdisplay", VM]);
+    assert!(ok && display.starts_with("127.0.0.1:"), "{display}");
+    let old_id = virsh(&["domid", VM]).1;
+
+    // 2. A retry starts clean: the old builder is deleted first (a new
+    // domain, a new id), then, standing in for sysprep's power-off, the
+    // test powers the new builder off; the build keeps its disk.
+    let req = request(Duration::from_secs(300));
+    let build = winbuild::build(dirs, &p, &req, &fetch, &Quiet);
+    let power_off = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (running, id) = virsh(&["domid", VM]);
+            if running && id != old_id && id != "-" {
+                // Once the build is past starting it (sysprep powers off
+                // minutes into Windows, never during the start call).
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                assert_eq!(virsh(&["domid", VM]).1, id, "the same builder runs");
+                assert!(virsh(&["destroy", VM]).0);
+                return id;
+            }
+        }
+    };
+    let (disk, new_id) = tokio::join!(build, power_off);
+    let disk = disk.expect("the build keeps the disk of a builder that is off");
+    assert_ne!(new_id, old_id);
+    let volume = disk.volume.clone().expect("kept in the images pool");
+    *cleanup.volume.lock().unwrap() = Some(volume.name.clone());
+    assert!(
+        std::path::Path::new(&volume.path).exists()
+            || virsh(&["vol-info", &volume.name, "--pool", "devcluster-images"]).0
+    );
+
+    // Recorded as the base disk `up` uses, listed by `images list`.
+    let (_, image) = winbuild::windows_image(dirs, "windows-server-2025").unwrap();
+    let found = winbase::lookup(dirs, &image, &sha, ProviderKind::Libvirt).expect("recorded");
+    assert_eq!(found.key, disk.key);
+    let out = world
+        .devcluster()
+        .args(["images", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains(&disk.key.id()), "{list}");
+    assert!(list.contains(winbase::KIND), "{list}");
+
+    // The builder, its CDs, pool and network are gone.
+    assert!(!virsh(&["dominfo", VM]).0, "builder VM left");
+    let (pool_there, _) = virsh(&["pool-info", &format!("devcluster-{CLUSTER}")]);
+    assert!(!pool_there, "builder pool left");
+    let (net_there, _) = virsh(&["net-info", &format!("devcluster-{CLUSTER}")]);
+    assert!(!net_there, "builder network left");
+    let images_vols = virsh(&["vol-list", "devcluster-images"]).1;
+    assert!(!images_vols.contains(&format!("{VM}-")), "{images_vols}");
+
+    // A second build finds it and builds nothing.
+    let again = winbuild::build(dirs, &p, &req, &fetch, &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(again.key, disk.key);
+    assert!(!virsh(&["dominfo", VM]).0);
+}
