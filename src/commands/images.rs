@@ -367,6 +367,7 @@ async fn build_libvirt(
 
 /// The build's progress on the Printer: one line per phase, refreshed
 /// once a minute with the elapsed time.
+#[cfg(target_os = "linux")]
 struct Progress<'a> {
     bars: &'a ui::NodeProgress,
     vm: String,
@@ -374,6 +375,7 @@ struct Progress<'a> {
     last: std::sync::Mutex<Option<(String, u64)>>,
 }
 
+#[cfg(target_os = "linux")]
 impl crate::winbuild::BuildProgress for Progress<'_> {
     fn note(&self, message: &str) {
         self.printer.info(message);
