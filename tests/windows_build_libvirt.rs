@@ -16,9 +16,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::vms::virsh_status as virsh;
 use devcluster::images::{self, Fetch, winbase};
 use devcluster::providers::ProviderConfig;
 use devcluster::providers::libvirt::Libvirt;
@@ -28,20 +28,6 @@ use devcluster::winbuild::{self, Bounds, BuildError, Place, Request};
 const URI: &str = "qemu:///system";
 const VM: &str = "ib-build-win";
 const CLUSTER: &str = "ib1";
-
-fn virsh(args: &[&str]) -> (bool, String) {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .expect("virsh must be installed (scripts/setup-test-host.sh)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-            + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 struct Cleanup {
     volume: std::sync::Mutex<Option<String>>,

@@ -14,6 +14,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::vms::virsh_status as virsh;
 use devcluster::plan::{self, Os, Plan, Surroundings};
 use devcluster::providers::libvirt::Libvirt;
 use devcluster::providers::{
@@ -24,19 +25,6 @@ use devcluster::spec::{DomainType, Layer, NetworkMode, Origin, Val};
 
 const URI: &str = "qemu:///system";
 const POOL_ROOT: &str = "/var/lib/libvirt/images";
-
-fn virsh(args: &[&str]) -> (bool, String) {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .expect("virsh must be installed (scripts/setup-test-host.sh)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)

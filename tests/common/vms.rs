@@ -13,6 +13,21 @@ pub fn virsh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `virsh -c qemu:///system ARGS`: whether it succeeded, and its stdout
+/// (trimmed) followed by its stderr.
+pub fn virsh_status(args: &[&str]) -> (bool, String) {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("virsh must be installed (scripts/setup-test-host.sh)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 /// The lines a node's log (`devcluster logs NODE`) has for `step`,
 /// without their `[step] ` tag.
 pub fn step_lines(log: &str, step: &str) -> Vec<String> {
