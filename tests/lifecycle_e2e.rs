@@ -28,9 +28,7 @@ image = "guest"
 "#;
 
 fn ssh_out(t: &mut Test, node: &str, cmd: &str) -> String {
-    let run = t.args(&["--cluster", "lc", "ssh", node, "--", cmd]).run();
-    assert_eq!(run.code, 0, "ssh {node} {cmd}: {}", run.stderr);
-    run.stdout.trim().to_string()
+    common::vms::ssh_out(t, "lc", node, cmd)
 }
 
 #[test]

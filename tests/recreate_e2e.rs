@@ -43,12 +43,7 @@ image = "guest"
 "#;
 
 fn on(t: &mut Test, node: &str, command: &str) -> String {
-    t.args(&["--cluster", "ln", "ssh", node, "--", command])
-        .run()
-        .status(0)
-        .stdout
-        .trim()
-        .to_string()
+    common::vms::ssh_out(t, "ln", node, command)
 }
 
 #[test]

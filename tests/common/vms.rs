@@ -28,6 +28,16 @@ pub fn virsh_status(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `devcluster --cluster CLUSTER ssh NODE -- CMD`, which must exit 0: its
+/// stdout, trimmed.
+pub fn ssh_out(t: &mut super::Test, cluster: &str, node: &str, cmd: &str) -> String {
+    let run = t
+        .args(&["--cluster", cluster, "ssh", node, "--", cmd])
+        .run();
+    assert_eq!(run.code, 0, "ssh {node} {cmd}: {}", run.stderr);
+    run.stdout.trim().to_string()
+}
+
 /// The lines a node's log (`devcluster logs NODE`) has for `step`,
 /// without their `[step] ` tag.
 pub fn step_lines(log: &str, step: &str) -> Vec<String> {
