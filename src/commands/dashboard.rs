@@ -73,7 +73,7 @@ pub fn dashboard(ctx: &Ctx, args: &DashboardArgs) -> anyhow::Result<ExitStatus> 
         }
         anyhow::Ok(r?)
     });
-    runtime.shutdown_background();
+    super::finish(runtime);
     r?;
     Ok(ExitStatus::Success)
 }

@@ -125,7 +125,7 @@ fn remove_machines(ctx: &Ctx, name: &str, st: Option<&ClusterState>) -> anyhow::
         }
         Ok(found)
     });
-    runtime.shutdown_background();
+    super::finish(runtime);
     r.map_err(|e| {
         e.context(UserError::new(format!("destroying cluster {name} failed; nothing was removed from its state, run destroy again")))
     })

@@ -146,7 +146,7 @@ fn pull(ctx: &Ctx, a: &PullArgs) -> anyhow::Result<ExitStatus> {
     let runtime = super::runtime()?;
     let pulled = runtime.block_on(images::pull(&ctx.dirs, &a.name, a.provider, &fetch));
     progress.clear();
-    runtime.shutdown_background();
+    super::finish(runtime);
     for p in pulled? {
         if !p.downloaded {
             ctx.printer
@@ -250,7 +250,7 @@ fn build(ctx: &Ctx, a: &BuildArgs) -> anyhow::Result<ExitStatus> {
             accept_license: a.accept_license,
         },
     ));
-    runtime.shutdown_background();
+    super::finish(runtime);
     let disk = disk?;
     ctx.printer.out(format!(
         "base disk {} of {} ({}) : {}",

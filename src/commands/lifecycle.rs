@@ -89,7 +89,7 @@ pub fn run_as(ctx: &Ctx, op: Op, holder: &str) -> anyhow::Result<()> {
             _ => Ok(()),
         }
     });
-    runtime.shutdown_background();
+    super::finish(runtime);
     result
 }
 

@@ -62,6 +62,22 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// How long a finished command waits for work still running on its
+/// runtime (a blocking libvirt call, an SSH channel closing).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ends a command's runtime: its worker threads are stopped and joined
+/// before the process exits.
+///
+/// Why not `shutdown_background`: it returns while the workers are still
+/// dropping tasks (and, with them, libvirt connections), so they raced
+/// the process's exit handlers. On CI a `status` that had printed its
+/// JSON died of SIGSEGV in a worker thread inside libc. Joining removes
+/// that race; the grace bounds a blocking call that would not return.
+pub fn finish(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+}
+
 /// How long a node may take from start to answering SSH (software
 /// emulation boots take a minute or two).
 pub const SSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);

@@ -184,7 +184,7 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         }
         anyhow::Ok(())
     });
-    runtime.shutdown_background();
+    super::finish(runtime);
     result?;
     let ip = st
         .plan
@@ -261,7 +261,7 @@ fn remove(ctx: &Ctx, args: &NodeRemoveArgs) -> anyhow::Result<ExitStatus> {
         provider.delete_node(&node.name).await?;
         anyhow::Ok(())
     });
-    runtime.shutdown_background();
+    super::finish(runtime);
     result?;
     st.plan.nodes.retain(|n| n.name != node.name);
     st.nodes.remove(&node.name);

@@ -124,7 +124,7 @@ fn russh_exec(
         let _ = session.close().await;
         anyhow::Ok(code)
     });
-    runtime.shutdown_background();
+    super::finish(runtime);
     Ok(u8::try_from(r?).unwrap_or(1))
 }
 

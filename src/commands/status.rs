@@ -13,7 +13,7 @@ pub fn status(ctx: &Ctx, args: &OutputArgs) -> anyhow::Result<ExitStatus> {
     let status = {
         let runtime = super::runtime()?;
         let r = runtime.block_on(cluster_status::gather(&ctx.dirs, &s));
-        runtime.shutdown_background();
+        super::finish(runtime);
         r?
     };
     match args.output {

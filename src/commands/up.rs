@@ -220,7 +220,7 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, spec: &Spec) -> anyhow::Result<E
         }
         anyhow::Ok((st, phases, golden))
     });
-    runtime.shutdown_background();
+    super::finish(runtime);
     let (st, phases, golden) = result?;
     if args.no_kubernetes {
         p.out(summary(&st, started, &phases, &golden));
