@@ -18,8 +18,8 @@ use devcluster::pki::{self, ClusterSecrets, PkiPaths, Secret};
 use devcluster::provision::ssh::ConnectError;
 use devcluster::provision::steps::TEST_FAIL_STEP_ENV;
 use devcluster::provision::{
-    NodeLog, Session, SshError, SshTarget, Step, StepError, StepEvent, Stream, run_step, run_steps,
-    step_done_in_guest, wait_for_ssh,
+    NodeLog, Session, SshError, SshTarget, Step, StepError, StepEvent, Stream, Upload, run_step,
+    run_steps, step_done_in_guest, wait_for_ssh,
 };
 use sha2::{Digest, Sha256};
 
@@ -620,6 +620,83 @@ async fn a_failing_step_reports_node_step_exit_code_and_tail() {
     let ok = Step::new("fail-me", FAILING);
     run_step(&session, &ok, &mut log).await.unwrap();
     assert!(fx.step_dir().join("fail-me.done").exists());
+}
+
+#[tokio::test]
+async fn a_host_file_is_uploaded_once_and_a_changed_cache_file_is_refused() {
+    let fx = fx();
+    let sshd = fx.sshd();
+    let session = fx.session(&sshd).await;
+    let host = tempfile::tempdir().unwrap();
+    let host_path = host.path().join("containerd-2.x.tar.gz");
+    let mut bytes = vec![0u8; 2 * 1024 * 1024 + 17];
+    getrandom::fill(&mut bytes).unwrap();
+    std::fs::write(&host_path, &bytes).unwrap();
+    let node_path = fx
+        .guest
+        .path()
+        .join("opt/devcluster/software/containerd.tar.gz");
+    let node_str = node_path.to_str().unwrap().to_string();
+    let step = Step::new(
+        "install",
+        format!(
+            "sha256sum {} | cut -d' ' -f1",
+            devcluster::provision::ssh::shell_quote(&node_str)
+        ),
+    )
+    .upload(Upload {
+        host_path: host_path.clone(),
+        node_path: node_str.clone(),
+        sha256: sha256(&bytes),
+    });
+    let mut log = fx.log();
+    run_step(&session, &step, &mut log)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", fx.log_text()));
+    assert_eq!(sha256(&std::fs::read(&node_path).unwrap()), sha256(&bytes));
+    let text = fx.log_text();
+    assert!(
+        text.contains(&format!(
+            "[install] upload: {node_str} ({} bytes, sha256 {})",
+            bytes.len(),
+            sha256(&bytes)
+        )),
+        "{text}"
+    );
+    // The script ran after the upload and saw the whole file.
+    assert!(
+        text.contains(&format!("stdout: {}", sha256(&bytes))),
+        "{text}"
+    );
+
+    // A second run finds the file on the node and sends nothing: the
+    // host file is gone, so a send would fail.
+    std::fs::remove_file(&host_path).unwrap();
+    run_step(&session, &step, &mut log)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", fx.log_text()));
+    assert!(
+        fx.log_text()
+            .contains(&format!("[install] upload: {node_str} already there")),
+        "{}",
+        fx.log_text()
+    );
+
+    // A node file that differs is replaced, but only by a host file that
+    // still has the sha256 it was verified with.
+    std::fs::write(&node_path, b"stale").unwrap();
+    let mut changed = bytes.clone();
+    changed[0] ^= 0xff;
+    std::fs::write(&host_path, &changed).unwrap();
+    let err = run_step(&session, &step, &mut log).await.unwrap_err();
+    assert!(
+        matches!(&err, StepError::HostFileChanged { actual, .. } if *actual == sha256(&changed)),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&node_path).unwrap(), b"stale");
+    std::fs::write(&host_path, &bytes).unwrap();
+    run_step(&session, &step, &mut log).await.unwrap();
+    assert_eq!(sha256(&std::fs::read(&node_path).unwrap()), sha256(&bytes));
 }
 
 /// Prints the sha256 of $TOKEN (so the test knows the value arrived intact

@@ -23,6 +23,20 @@
 //! line by line (a config's `---` would be); a step whose files hold a
 //! secret the tools it runs may print adds that value with [`Step::redact`].
 //!
+//! # Uploads
+//!
+//! Node software (containerd, runc, the CNI plugins, kubelet.exe, ...) is
+//! tens of megabytes of binaries from the host's images cache, which
+//! `--offline` must not need the internet for. A step lists them with
+//! [`Step::upload`]: a host path, a node path and the sha256 the cache
+//! verified. Before the files and the script, the runner asks the node for
+//! the file's sha256 (`sha256sum` / `Get-FileHash`); a file already there
+//! is not sent again, so a re-run costs one command per file. Otherwise it
+//! reads the host file, checks it still has its sha256 (a cache entry that
+//! changed is refused, never uploaded), and writes it the way files are
+//! written ([`Session::upload`]). The script itself verifies what it
+//! installs; the log names each upload, its size and its sha256.
+//!
 //! # Secrets
 //!
 //! A step's environment has plain values and secret values. Plain values go
@@ -115,6 +129,20 @@ pub struct Step {
     pub redact: Vec<Secret>,
     /// Files uploaded, in order, before the script runs.
     pub files: Vec<StepFile>,
+    /// Host files (node software) copied to the node before the files,
+    /// unless the node has them already (see the module documentation).
+    pub uploads: Vec<Upload>,
+}
+
+/// A host file a step copies to the node: node software from the host's
+/// cache, identified by its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Upload {
+    pub host_path: std::path::PathBuf,
+    /// Absolute node path, the node OS's kind.
+    pub node_path: String,
+    /// Lowercase hex.
+    pub sha256: String,
 }
 
 /// A file a step uploads before its script runs.
@@ -149,6 +177,7 @@ impl fmt::Debug for Step {
                 &self.secret_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
             .field("files", &self.files)
+            .field("uploads", &self.uploads)
             .finish_non_exhaustive()
     }
 }
@@ -162,7 +191,14 @@ impl Step {
             secret_env: Vec::new(),
             redact: Vec::new(),
             files: Vec::new(),
+            uploads: Vec::new(),
         }
+    }
+
+    /// Adds a host file to copy to the node (see [`Upload`]).
+    pub fn upload(mut self, upload: Upload) -> Self {
+        self.uploads.push(upload);
+        self
     }
 
     /// Adds a file to upload before the script runs.
@@ -336,6 +372,24 @@ pub enum StepError {
         #[source]
         source: LogError,
     },
+    #[error("node {node}: step {step}: cannot upload {path} from the host")]
+    HostFile {
+        node: String,
+        step: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "node {node}: step {step}: {path} in the host's cache has sha256 {actual}, not the {expected} it was verified with"
+    )]
+    HostFileChanged {
+        node: String,
+        step: String,
+        path: std::path::PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("node {node}: step {step} cannot run")]
     Invalid {
         node: String,
@@ -351,6 +405,8 @@ impl StepError {
             StepError::Failed { node, .. }
             | StepError::Ssh { node, .. }
             | StepError::Log { node, .. }
+            | StepError::HostFile { node, .. }
+            | StepError::HostFileChanged { node, .. }
             | StepError::Invalid { node, .. } => node,
         }
     }
@@ -360,6 +416,8 @@ impl StepError {
             StepError::Failed { step, .. }
             | StepError::Ssh { step, .. }
             | StepError::Log { step, .. }
+            | StepError::HostFile { step, .. }
+            | StepError::HostFileChanged { step, .. }
             | StepError::Invalid { step, .. } => step,
         }
     }
@@ -382,6 +440,10 @@ impl StepError {
             StepError::Ssh { node, source, .. } => source
                 .hint()
                 .or_else(|| Some(format!("see the whole log with `devcluster logs {node}`"))),
+            StepError::HostFileChanged { path, .. } => Some(format!(
+                "delete {} and run the command again: devcluster downloads and verifies it again",
+                path.display()
+            )),
             _ => None,
         }
     }
@@ -551,6 +613,9 @@ async fn run_step_once(
     }
     tracing::debug!(node = %node, step = name, "step started");
 
+    for u in &step.uploads {
+        upload_host_file(session, step, u, log).await?;
+    }
     for file in &step.files {
         session
             .upload(&file.path, file.content.expose().as_bytes(), file.mode)
@@ -649,19 +714,120 @@ async fn run_step_once(
     Ok(Ran::Done)
 }
 
+/// Copies one [`Upload`] to the node unless it has that file already.
+async fn upload_host_file(
+    session: &Session,
+    step: &Step,
+    u: &Upload,
+    log: &mut NodeLog,
+) -> Result<(), StepError> {
+    let node = session.node().to_string();
+    let name = step.name.as_str();
+    let ssh_err = |source| StepError::Ssh {
+        node: node.clone(),
+        step: name.to_string(),
+        source,
+    };
+    let log_err = |source| StepError::Log {
+        node: node.clone(),
+        step: name.to_string(),
+        source,
+    };
+    let command = node_sha256_command(session.target(), &u.node_path);
+    let out = session
+        .exec_collect(&command, None)
+        .await
+        .map_err(ssh_err)?;
+    let there = String::from_utf8_lossy(&out.stdout);
+    if out.code == 0 && there.trim().eq_ignore_ascii_case(&u.sha256) {
+        return log
+            .line(
+                name,
+                &format!(
+                    "upload: {} already there (sha256 {})",
+                    u.node_path, u.sha256
+                ),
+            )
+            .map_err(log_err);
+    }
+    let bytes = tokio::fs::read(&u.host_path)
+        .await
+        .map_err(|source| StepError::HostFile {
+            node: node.clone(),
+            step: name.to_string(),
+            path: u.host_path.clone(),
+            source,
+        })?;
+    let actual = bytes_sha256(&bytes);
+    if !actual.eq_ignore_ascii_case(&u.sha256) {
+        return Err(StepError::HostFileChanged {
+            node: node.clone(),
+            step: name.to_string(),
+            path: u.host_path.clone(),
+            expected: u.sha256.clone(),
+            actual,
+        });
+    }
+    session
+        .upload(&u.node_path, &bytes, 0o644)
+        .await
+        .map_err(ssh_err)?;
+    log.line(
+        name,
+        &format!(
+            "upload: {} ({} bytes, sha256 {})",
+            u.node_path,
+            bytes.len(),
+            u.sha256
+        ),
+    )
+    .map_err(log_err)
+}
+
+/// Prints the sha256 (hex) of the node file `path`, or nothing when there
+/// is none; run by [`upload_host_file`].
+pub fn node_sha256_command(target: &SshTarget, path: &str) -> String {
+    match target.os {
+        Os::Linux => target.privileged(&format!(
+            "sh -c {}",
+            shell_quote(&format!(
+                "if [ -f {p} ]; then sha256sum -- {p} | cut -d' ' -f1; fi",
+                p = shell_quote(path)
+            ))
+        )),
+        Os::Windows => pwsh_exec_string(&format!(
+            "$p = {}; if (Test-Path -LiteralPath $p -PathType Leaf) {{ (Get-FileHash -Algorithm SHA256 -LiteralPath $p).Hash }}",
+            pwsh_quote(path)
+        )),
+    }
+}
+
 /// A step's file paths must be the node OS's kind of absolute path.
 fn check_paths_for(step: &Step, os: Os) -> Result<(), Bug> {
-    for f in &step.files {
+    let paths = step
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain(step.uploads.iter().map(|u| u.node_path.as_str()));
+    for path in paths {
         let ok = match os {
-            Os::Linux => is_posix_path(&f.path),
-            Os::Windows => is_windows_path(&f.path),
+            Os::Linux => is_posix_path(path),
+            Os::Windows => is_windows_path(path),
         };
         if !ok {
             return Err(Bug(format!(
                 "step {}: {:?} is not a {} path",
                 step.name,
-                f.path,
+                path,
                 os.as_str()
+            )));
+        }
+    }
+    for u in &step.uploads {
+        if u.sha256.len() != 64 || !u.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Bug(format!(
+                "step {}: upload {:?} has no sha256",
+                step.name, u.node_path
             )));
         }
     }
@@ -778,7 +944,11 @@ fn step_command(session: &Session, step: &Step, script: &str) -> (String, Option
 }
 
 pub(crate) fn script_sha256(script: &str) -> String {
-    Sha256::digest(script.as_bytes())
+    bytes_sha256(script.as_bytes())
+}
+
+fn bytes_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

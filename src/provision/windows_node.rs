@@ -18,8 +18,6 @@
 //! a step file's mode maps to an ACL is the runner's, and the scripts
 //! restrict every secret file with icacls themselves as well.
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 
 use crate::error::Bug;
@@ -28,8 +26,8 @@ use crate::kube::{kubeadm, windows};
 use crate::pki::{ClusterSecrets, Secret};
 use crate::plan::{NodePlan, Os, Plan, Role};
 
-use super::Step;
 use super::deadlines::Deadlines;
+use super::{Step, Upload};
 
 pub const PREPARE_SCRIPT: &str =
     include_str!("../../provisioners/windows/prepare-windows-node.ps1");
@@ -71,14 +69,6 @@ pub const WINDOWS_JOIN_FACTOR: u32 = 2;
 /// of them on the Windows node, where they fail to pull. Windows pods
 /// tolerate it explicitly (the `up` summary's example does).
 pub const DEFAULT_TAINT: bool = true;
-
-/// One node-software file to copy to the node before the first step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Upload {
-    pub host_path: PathBuf,
-    pub node_path: String,
-    pub sha256: String,
-}
 
 #[derive(Serialize)]
 struct ManifestItem<'a> {
@@ -278,6 +268,7 @@ mod tests {
     use super::*;
     use crate::images::node_software::{self, Kind};
     use crate::test_support::assert_pwsh_parses;
+    use std::path::PathBuf;
 
     fn software() -> Vec<CachedArtifact> {
         node_software::catalog("1.36.2")
