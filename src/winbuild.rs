@@ -73,19 +73,74 @@ pub fn scan(serial: &str) -> Scan {
     s
 }
 
+/// The key presses of [`BOOT_KEY_EVERY`], and what is told about them.
+#[derive(Default)]
+struct BootKeys {
+    pressed: u32,
+    failed: Option<String>,
+    told: bool,
+}
+
+impl BootKeys {
+    async fn press(&mut self, provider: &dyn Provider, vm: &str, progress: &dyn BuildProgress) {
+        if self.failed.is_some() {
+            return;
+        }
+        match provider.press_key(vm).await {
+            Ok(()) => self.pressed += 1,
+            // Not fatal: the prompt may be gone, or a user at the console
+            // pressed the key. Said once, with the cause.
+            Err(e) => {
+                progress.note(&format!(
+                    "cannot press a key in {vm} for the ISO's \"Press any key to boot from CD\" prompt ({e}); if Setup does not start, press one in its console"
+                ));
+                self.failed = Some(e.to_string());
+            }
+        }
+    }
+
+    fn done(&mut self, progress: &dyn BuildProgress) {
+        if self.told || self.pressed == 0 {
+            return;
+        }
+        self.told = true;
+        progress.note(&format!(
+            "pressed a key {} times for the ISO's \"Press any key to boot from CD\" prompt",
+            self.pressed
+        ));
+    }
+}
+
 /// The name shown for where the build is.
 pub fn phase_label(scan: &Scan) -> &str {
     scan.phase.as_deref().unwrap_or("windows-setup")
 }
 
-/// When a build is given up.
+/// When a build is given up, and how long it presses a key at boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     /// No new serial-log line for this long.
     pub stall: Duration,
     /// In all.
     pub overall: Duration,
+    /// How long after the start a key is pressed every second (see
+    /// [`BOOT_KEY_EVERY`]), unless build.ps1 has written a line by then.
+    pub boot_keys: Duration,
 }
+
+/// How often a key is pressed while the ISO may be showing "Press any key
+/// to boot from CD or DVD...".
+///
+/// Why: the evaluation ISO boots through `efisys.bin`, whose loader waits
+/// about five seconds for a key and otherwise returns to the firmware, so
+/// an unattended VM never starts Setup (Packer's Windows templates press
+/// `<spacebar>` for the same reason). Only Microsoft's
+/// `efisys_noprompt.bin` skips it, and that means remastering a 5 GB ISO.
+/// The builder boots its blank disk first, so after Setup's first reboot
+/// the installed disk boots and the prompt is never shown again; keys end
+/// once build.ps1 writes its first line or [`Bounds::boot_keys`] passes,
+/// long before that reboot.
+pub const BOOT_KEY_EVERY: Duration = Duration::from_secs(1);
 
 impl Bounds {
     /// Generous: Setup alone writes nothing for most of the typical time.
@@ -98,6 +153,13 @@ impl Bounds {
         Bounds {
             stall: typical * 2,
             overall: typical * 4,
+            // The firmware reaches the CD in seconds with KVM, in a
+            // minute or two under TCG.
+            boot_keys: if software {
+                Duration::from_secs(600)
+            } else {
+                Duration::from_secs(120)
+            },
         }
     }
 }
@@ -376,6 +438,7 @@ pub async fn build(
     let started = Instant::now();
     let mut last = Scan::default();
     let mut changed = Instant::now();
+    let mut keys = BootKeys::default();
     loop {
         match provider.state(&place.vm).await.map_err(perr)? {
             VmState::Off => break,
@@ -421,8 +484,16 @@ pub async fn build(
                 });
             }
         }
-        tokio::time::sleep(req.poll).await;
+        let pressing = last.markers == 0 && elapsed < req.bounds.boot_keys;
+        if pressing {
+            keys.press(provider, &place.vm, progress).await;
+            tokio::time::sleep(req.poll.min(BOOT_KEY_EVERY)).await;
+        } else {
+            keys.done(progress);
+            tokio::time::sleep(req.poll).await;
+        }
     }
+    keys.done(progress);
     let took = started.elapsed();
     let kept = provider.keep_disk(&place.vm, &id).await.map_err(perr)?;
     let made = Made {
@@ -509,6 +580,7 @@ mod tests {
         let b = Bounds {
             stall: Duration::from_secs(60),
             overall: Duration::from_secs(600),
+            boot_keys: Duration::from_secs(30),
         };
         let s = Duration::from_secs;
         assert_eq!(verdict(s(10), s(10), b), Verdict::Wait);
@@ -521,6 +593,9 @@ mod tests {
         let sw = Bounds::for_emulation(true);
         assert!(hw.stall > TYPICAL_HW && hw.overall > hw.stall);
         assert!(sw.stall > hw.stall && sw.overall > sw.stall);
+        // Keys stop long before Setup's first reboot could come.
+        assert!(hw.boot_keys < TYPICAL_HW / 4 && sw.boot_keys < TYPICAL_SOFTWARE / 4);
+        assert!(sw.boot_keys > hw.boot_keys);
     }
 
     #[test]

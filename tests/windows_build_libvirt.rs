@@ -49,6 +49,16 @@ impl Drop for Cleanup {
     }
 }
 
+/// Keeps the notes, for the key-press check.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+impl winbuild::BuildProgress for Notes {
+    fn note(&self, m: &str) {
+        self.0.lock().unwrap().push(m.to_string());
+    }
+    fn phase(&self, _: &str, _: Duration, _: Duration) {}
+}
+
 struct Quiet;
 impl winbuild::BuildProgress for Quiet {
     fn note(&self, _: &str) {}
@@ -66,6 +76,7 @@ fn request(stall: Duration) -> Request {
         bounds: Bounds {
             stall,
             overall: Duration::from_secs(600),
+            boot_keys: Duration::from_secs(8),
         },
         poll: Duration::from_millis(500),
         typical: winbuild::TYPICAL_SOFTWARE,
@@ -126,8 +137,28 @@ async fn build_stalls_retries_clean_and_keeps_the_disk() {
 
     // 1. The stand-in boots nothing, so no phase ever comes: a stall.
     let fetch = Fetch::new(&dl).accept_license(true);
-    let r = winbuild::build(dirs, &p, &request(Duration::from_secs(20)), &fetch, &Quiet).await;
+    let notes = Notes::default();
+    let r = winbuild::build(dirs, &p, &request(Duration::from_secs(20)), &fetch, &notes).await;
     let e = r.expect_err("a builder that makes no progress stalls");
+    // Real libvirt pressed the key of the ISO's "Press any key to boot
+    // from CD" prompt in the running builder, once per poll during
+    // the 8 s window, and then stopped.
+    let notes = notes.0.into_inner().unwrap();
+    let pressed = notes
+        .iter()
+        .find_map(|n| {
+            n.strip_prefix("pressed a key ")?
+                .split_once(" times for the ISO's \"Press any key to boot from CD\" prompt")
+                .map(|(n, _)| n.parse::<u32>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no key-press note: {notes:?}"));
+    // (The test polls every 0.5 s, so up to 16; 20 s of pressing would
+    // be about 40.)
+    assert!((3..=17).contains(&pressed), "{pressed} presses: {notes:?}");
+    assert!(
+        !notes.iter().any(|n| n.starts_with("cannot press")),
+        "{notes:?}"
+    );
     assert!(matches!(e, BuildError::Stalled { .. }), "{e:?}");
     assert!(e.to_string().contains(VM), "{e}");
     let hint = e.hint().unwrap();

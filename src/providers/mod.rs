@@ -267,6 +267,16 @@ pub trait Provider: Send + Sync {
     async fn create_node(&self, vm: &VmSpec) -> Result<()>;
     /// Boots, or restores from a suspend; running is fine.
     async fn start(&self, name: &str) -> Result<()>;
+    /// Presses a key (space) on the running VM's keyboard: the Windows
+    /// ISO's "Press any key to boot from CD" prompt (see
+    /// [`crate::winbuild::BOOT_KEY_EVERY`]).
+    async fn press_key(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Err(ProviderError::Invalid(format!(
+            "the {} provider cannot press keys",
+            self.kind()
+        )))
+    }
     /// ACPI power-off, forced after `timeout`.
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown>;
     /// Saves memory to disk and frees it.

@@ -778,6 +778,21 @@ impl Provider for Libvirt {
         .await
     }
 
+    async fn press_key(&self, name: &str) -> Result<()> {
+        // Linux input keycodes (libvirt's VIR_KEYCODE_SET_LINUX = 0);
+        // KEY_SPACE is 57. A hold time of 0 is libvirt's default.
+        const KEYCODE_SET_LINUX: u32 = 0;
+        const KEY_SPACE: u32 = 57;
+        let name = name.to_string();
+        self.blocking(move |conn| {
+            let d = existing_domain(conn, &name)?;
+            let mut keys = [KEY_SPACE];
+            d.send_key(KEYCODE_SET_LINUX, 0, keys.as_mut_ptr(), 1, 0)
+                .map_err(err("pressing a key in", format!("VM {name}")))
+        })
+        .await
+    }
+
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown> {
         let name = name.to_string();
         self.blocking(move |conn| {
