@@ -355,8 +355,18 @@ pub enum ProvisionError {
         #[source]
         source: Box<crate::kube::client::KubeError>,
     },
-    #[error("node {node}: did not {step}: the control plane failed")]
-    ControlPlaneFailed { node: String, step: String },
+    #[error("node {node}: did not run {step}: the control plane {control_plane} failed")]
+    ControlPlaneFailed {
+        node: String,
+        step: String,
+        control_plane: String,
+    },
+    #[error("node {node}: cannot upload its node software")]
+    NodeSoftware {
+        node: String,
+        #[source]
+        source: crate::images::node_software::NodeSoftwareError,
+    },
     #[error("node {node}: cannot make its steps")]
     Steps {
         node: String,
@@ -376,6 +386,7 @@ impl ProvisionError {
             ProvisionError::ControlPlaneFailed { .. } => Some(
                 "fix the control plane's failure (above), then run `devcluster up` again".into(),
             ),
+            ProvisionError::NodeSoftware { source, .. } => source.hint(),
             _ => None,
         }
     }
@@ -419,11 +430,12 @@ pub fn node_steps(
     plan: &Plan,
     node: &NodePlan,
     secrets: &ClusterSecrets,
+    software: Option<&[crate::images::node_software::CachedArtifact]>,
 ) -> Result<Vec<crate::provision::Step>, crate::error::Bug> {
     use crate::provision::steps;
     let mut out = vec![steps::prepare_os(plan, node)];
     if plan.kubernetes {
-        out.extend(steps::kubernetes_steps(plan, node, secrets)?);
+        out.extend(steps::kubernetes_steps(plan, node, secrets, software)?);
     }
     Ok(out
         .into_iter()
@@ -475,6 +487,36 @@ async fn network_addon(
         ),
     );
     Ok(())
+}
+
+/// How far the control plane's task got, as the workers of the same run
+/// see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlPlaneProgress {
+    /// Its steps through prepare-node have not finished.
+    Preparing,
+    /// They finished; the release its kubeadm reported, when read.
+    Prepared(Option<String>),
+    /// It failed, at any step.
+    Failed,
+}
+
+/// Whether a worker's prepare-node waits for the control plane's: when
+/// the cluster's one patch release is not chosen yet and the control plane
+/// is provisioned in the same run (its prepare-node chooses it, see
+/// [`Plan::kubernetes_release`]), and the worker has a prepare-node to run.
+/// prepare-os runs before the wait.
+pub fn prepare_node_waits(
+    plan: &Plan,
+    node: &NodePlan,
+    cp_in_run: bool,
+    runs_prepare_node: bool,
+) -> bool {
+    plan.kubernetes
+        && node.role == crate::plan::Role::Worker
+        && plan.kubernetes_release.is_none()
+        && cp_in_run
+        && runs_prepare_node
 }
 
 /// Which nodes [`provision_all`] works on, and whether workers join.
@@ -535,8 +577,14 @@ pub async fn provision_all(
     use crate::provision::StepEvent;
     use crate::provision::ssh::{SshTarget, wait_for_ssh};
     use crate::provision::steps::{JOIN, PREPARE_NODE};
-    let (cp_failed_tx, cp_failed_rx) = tokio::sync::watch::channel(false);
-    let mut cp_failed_tx = Some(cp_failed_tx);
+    let (cp_tx, cp_rx) = tokio::sync::watch::channel(ControlPlaneProgress::Preparing);
+    let mut cp_tx = Some(cp_tx);
+    let cp_name = plan.control_plane().name.clone();
+    let cp_in_run = scope.includes(&cp_name);
+    // Linux nodes upload containerd, runc and the CNI plugins from the
+    // cache (`up` and `node add` fetched them before provisioning).
+    let linux_software = crate::images::node_software::linux_needed(plan)
+        .then(|| crate::images::node_software::cached_linux(dirs));
     let mut set = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for node in plan.nodes.iter().filter(|n| scope.includes(&n.name)) {
@@ -547,7 +595,22 @@ pub async fn provision_all(
                 continue;
             }
         };
-        let mut steps = match node_steps(plan, node, secrets) {
+        let done = done.get(&node.name).cloned().unwrap_or_default();
+        let prepared = done.iter().any(|d| d == PREPARE_NODE);
+        let software = match (&linux_software, node.os) {
+            (Some(Ok(s)), crate::plan::Os::Linux) => Some(s.clone()),
+            // A prepare-node that is done is not run again: no upload.
+            (Some(Err(missing)), crate::plan::Os::Linux) if !prepared => {
+                let e = ProvisionError::NodeSoftware {
+                    node: node.name.clone(),
+                    source: missing.not_cached(),
+                };
+                results.push((node.name.clone(), Err(e)));
+                continue;
+            }
+            _ => None,
+        };
+        let mut steps = match node_steps(plan, node, secrets, software.as_deref()) {
             Ok(s) => s,
             Err(source) => {
                 let node = node.name.clone();
@@ -558,25 +621,31 @@ pub async fn provision_all(
         if !scope.join {
             steps.retain(|s| s.name != JOIN);
         }
-        let done = done.get(&node.name).cloned().unwrap_or_default();
         if scope.done_only {
             steps.retain(|s| done.contains(&s.name));
         }
         let addon =
             plan.kubernetes && (!scope.done_only || done.iter().any(|d| d == NETWORK_ADDON));
         let is_cp = node.role == Role::ControlPlane;
-        // Only the control plane's task may report its failure; the
-        // others wait on it before `join`.
-        let report_failure = if is_cp { cp_failed_tx.take() } else { None };
-        let mut cp_failed = cp_failed_rx.clone();
+        // Only the control plane's task reports its progress; the workers
+        // wait on it before prepare-node (for the release) and `join`.
+        let report = if is_cp { cp_tx.take() } else { None };
+        let mut cp_progress = cp_rx.clone();
+        let runs_prepare_node = !prepared && steps.iter().any(|s| s.name == PREPARE_NODE);
+        let waits = prepare_node_waits(plan, node, cp_in_run, runs_prepare_node);
         let (mut before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
-        // The steps up to prepare-node, after which the disk may be kept.
+        // The steps through prepare-node (after which the control plane's
+        // release is read and its disk may be kept), then the rest; a
+        // worker that waits runs prepare-node apart, after the wait.
         let capture = if is_cp { capture.clone() } else { None };
-        let rest = match before.iter().position(|s| s.name == PREPARE_NODE) {
-            Some(i) if capture.is_some() => before.split_off(i + 1),
-            _ => Vec::new(),
+        let mut rest = match before.iter().position(|s| s.name == PREPARE_NODE) {
+            Some(i) => before.split_off(i + 1),
+            None => Vec::new(),
         };
+        let waiting_step = if waits { before.pop() } else { None };
         let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
+        let node_plan = node.clone();
+        let cp_name = cp_name.clone();
         let name = node.name.clone();
         let ssh_timeout = ssh_timeout_for(node, ssh_timeout);
         let rejoin = scope.rejoin.contains(&name) && !join.is_empty();
@@ -604,6 +673,7 @@ pub async fn provision_all(
                     send(NodeEvent::Step(ev))
                 })
                 .await?;
+                let mut chosen_release = None;
                 if is_cp && plan.kubernetes && plan.kubernetes_release.is_none() {
                     // The cluster's one patch release: what this first
                     // prepare-node installed, kept for every later node.
@@ -618,8 +688,55 @@ pub async fn provision_all(
                             PREPARE_NODE,
                             &format!("the cluster's Kubernetes release is {release}"),
                         );
-                        send(NodeEvent::Release(release));
+                        send(NodeEvent::Release(release.clone()));
+                        chosen_release = Some(release);
                     }
+                }
+                if let Some(tx) = &report {
+                    let _ = tx.send(ControlPlaneProgress::Prepared(chosen_release));
+                }
+                if let Some(step) = waiting_step {
+                    let _ = log.line(
+                        PREPARE_NODE,
+                        &format!(
+                            "waiting for {cp_name}'s prepare-node: it chooses the cluster's Kubernetes release"
+                        ),
+                    );
+                    let seen = cp_progress
+                        .wait_for(|p| *p != ControlPlaneProgress::Preparing)
+                        .await
+                        .map(|p| p.clone());
+                    let step = match seen {
+                        Ok(ControlPlaneProgress::Prepared(Some(release))) => {
+                            let mut chosen = plan.clone();
+                            chosen.kubernetes_release = Some(release);
+                            crate::provision::steps::prepare_node(
+                                &chosen,
+                                &node_plan,
+                                software.as_deref(),
+                            )
+                            .map_err(|source| ProvisionError::Steps {
+                                node: name.clone(),
+                                source,
+                            })?
+                            .with_test_hook_from_env()
+                        }
+                        Ok(ControlPlaneProgress::Failed) => {
+                            let _ = log.line(
+                                PREPARE_NODE,
+                                &format!("not run: the control plane {cp_name} failed"),
+                            );
+                            return Err(ProvisionError::ControlPlaneFailed {
+                                node: name.clone(),
+                                step: PREPARE_NODE.into(),
+                                control_plane: cp_name.clone(),
+                            });
+                        }
+                        // No release read (or no control plane task):
+                        // the newest patch, as before a release is known.
+                        _ => step,
+                    };
+                    rest.insert(0, step);
                 }
                 if let (Some(capture), Some(prepared)) = (&capture, prepared) {
                     send(NodeEvent::Golden(GoldenEvent::Capturing));
@@ -654,7 +771,11 @@ pub async fn provision_all(
                     // Stop when the control plane fails; a control plane
                     // that succeeds drops its sender, which is no signal.
                     let failed = async {
-                        if cp_failed.wait_for(|f| *f).await.is_err() {
+                        if cp_progress
+                            .wait_for(|p| *p == ControlPlaneProgress::Failed)
+                            .await
+                            .is_err()
+                        {
                             std::future::pending::<()>().await;
                         }
                     };
@@ -663,10 +784,14 @@ pub async fn provision_all(
                             send(NodeEvent::Step(ev))
                         }) => r?,
                         () = failed => {
-                            let _ = log.line(JOIN, "stopped: the control plane failed");
+                            let _ = log.line(
+                                JOIN,
+                                &format!("stopped: the control plane {cp_name} failed"),
+                            );
                             return Err(ProvisionError::ControlPlaneFailed {
                                 node: name.clone(),
                                 step: JOIN.into(),
+                                control_plane: cp_name.clone(),
                             });
                         }
                     }
@@ -703,9 +828,9 @@ pub async fn provision_all(
             }
             .await;
             if r.is_err()
-                && let Some(tx) = report_failure
+                && let Some(tx) = report
             {
-                let _ = tx.send(true);
+                let _ = tx.send(ControlPlaneProgress::Failed);
             }
             (name, r)
         });
@@ -713,10 +838,10 @@ pub async fn provision_all(
     drop(events);
     // A control plane that could not even start its task.
     let cp = &plan.control_plane().name;
-    if let Some(tx) = cp_failed_tx
+    if let Some(tx) = cp_tx
         && results.iter().any(|(n, r)| n == cp && r.is_err())
     {
-        let _ = tx.send(true);
+        let _ = tx.send(ControlPlaneProgress::Failed);
     }
     while let Some(j) = set.join_next().await {
         match j {
@@ -908,4 +1033,31 @@ pub async fn sync_clocks(
         out.push(r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_prepare_node_waits_for_the_control_planes_release() {
+        let mut plan = crate::kube::kubeadm::tests::plan("1.37");
+        plan.kubernetes_release = None;
+        let cp = plan.control_plane().clone();
+        let w1 = plan.node("dev-w1").unwrap().clone();
+        // The first `up`: the control plane chooses the release.
+        assert!(prepare_node_waits(&plan, &w1, true, true));
+        // The control plane never waits; nor a worker whose prepare-node
+        // is done or not run (start), nor one provisioned without the
+        // control plane (`node add`: nothing would ever choose it).
+        assert!(!prepare_node_waits(&plan, &cp, true, true));
+        assert!(!prepare_node_waits(&plan, &w1, true, false));
+        assert!(!prepare_node_waits(&plan, &w1, false, true));
+        // Chosen already (a later `up`, `node add`): nothing to wait for.
+        plan.kubernetes_release = Some("1.37.1".into());
+        assert!(!prepare_node_waits(&plan, &w1, true, true));
+        plan.kubernetes_release = None;
+        plan.kubernetes = false;
+        assert!(!prepare_node_waits(&plan, &w1, true, true));
+    }
 }
