@@ -322,6 +322,8 @@ pub enum NodeEvent {
     SshReady(std::time::Duration),
     Step(crate::provision::StepEvent),
     Golden(GoldenEvent),
+    /// Waiting for another node (what for, as a person reads it).
+    Waiting(String),
     /// The control plane's prepare-node installed this patch release
     /// (`X.Y.Z`): the cluster's, from now on ([`Plan::kubernetes_release`]).
     Release(String),
@@ -659,6 +661,15 @@ pub async fn provision_all(
                 let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
                 send(NodeEvent::SshReady(waited));
                 let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
+                // This worker gives up on `step` because the control plane failed.
+                let stopped = |log: &mut crate::provision::log::NodeLog, step: &str, how: &str| {
+                    let _ = log.line(step, &format!("{how}: the control plane {cp_name} failed"));
+                    ProvisionError::ControlPlaneFailed {
+                        node: name.clone(),
+                        step: step.into(),
+                        control_plane: cp_name.clone(),
+                    }
+                };
                 if rejoin {
                     crate::provision::forget_step(&session, JOIN).await?;
                     let _ = log.line(JOIN, "forgotten: the control plane was re-created");
@@ -696,12 +707,11 @@ pub async fn provision_all(
                     let _ = tx.send(ControlPlaneProgress::Prepared(chosen_release));
                 }
                 if let Some(step) = waiting_step {
-                    let _ = log.line(
-                        PREPARE_NODE,
-                        &format!(
-                            "waiting for {cp_name}'s prepare-node: it chooses the cluster's Kubernetes release"
-                        ),
+                    let why = format!(
+                        "waiting for {cp_name}'s prepare-node: it chooses the cluster's Kubernetes release"
                     );
+                    let _ = log.line(PREPARE_NODE, &why);
+                    send(NodeEvent::Waiting(why));
                     let seen = cp_progress
                         .wait_for(|p| *p != ControlPlaneProgress::Preparing)
                         .await
@@ -722,15 +732,7 @@ pub async fn provision_all(
                             .with_test_hook_from_env()
                         }
                         Ok(ControlPlaneProgress::Failed) => {
-                            let _ = log.line(
-                                PREPARE_NODE,
-                                &format!("not run: the control plane {cp_name} failed"),
-                            );
-                            return Err(ProvisionError::ControlPlaneFailed {
-                                node: name.clone(),
-                                step: PREPARE_NODE.into(),
-                                control_plane: cp_name.clone(),
-                            });
+                            return Err(stopped(&mut log, PREPARE_NODE, "not run"));
                         }
                         // No release read (or no control plane task):
                         // the newest patch, as before a release is known.
@@ -783,17 +785,7 @@ pub async fn provision_all(
                         r = crate::provision::run_steps(&session, &join, &done, &mut log, |ev| {
                             send(NodeEvent::Step(ev))
                         }) => r?,
-                        () = failed => {
-                            let _ = log.line(
-                                JOIN,
-                                &format!("stopped: the control plane {cp_name} failed"),
-                            );
-                            return Err(ProvisionError::ControlPlaneFailed {
-                                node: name.clone(),
-                                step: JOIN.into(),
-                                control_plane: cp_name.clone(),
-                            });
-                        }
+                        () = failed => return Err(stopped(&mut log, JOIN, "stopped")),
                     }
                 }
                 let _ = session.close().await;
@@ -874,6 +866,7 @@ pub fn apply_event(
     match ev {
         NodeEvent::WaitingForSsh => progress.set(node, "waiting for SSH"),
         NodeEvent::SshReady(t) => progress.set(node, format!("SSH ready after {t:.0?}")),
+        NodeEvent::Waiting(what) => progress.set(node, what),
         NodeEvent::Step(StepEvent::Started(s)) => {
             ns.step_times.insert(
                 s.clone(),

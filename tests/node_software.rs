@@ -190,7 +190,10 @@ fn serve_linux(server: &Server) -> Vec<NodeArtifact> {
             panic!("{a:?}: a mirror's checksums are read from it");
         };
         let spath = url.strip_prefix(&server.url("")).unwrap().to_string();
-        server.put(&spath, Resource::new(format!("{sha}  {name}\n").into_bytes()));
+        server.put(
+            &spath,
+            Resource::new(format!("{sha}  {name}\n").into_bytes()),
+        );
     }
     catalog
 }
@@ -224,7 +227,11 @@ async fn linux_node_software_downloads_once_and_then_works_offline() {
         let again = ensure(&dirs, a, &fetch(true)).await.unwrap();
         assert!(!again.downloaded, "{}", a.name);
     }
-    assert_eq!(server.served(), served, "offline: nothing asked of the server");
+    assert_eq!(
+        server.served(),
+        served,
+        "offline: nothing asked of the server"
+    );
 }
 
 #[tokio::test]

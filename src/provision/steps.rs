@@ -111,7 +111,11 @@ pub fn prepare_node(
     for (name, file_var, sha_var) in [
         (LINUX_CONTAINERD, "CONTAINERD_ARCHIVE", "CONTAINERD_SHA256"),
         (LINUX_RUNC, "RUNC_BINARY", "RUNC_SHA256"),
-        (LINUX_CNI_PLUGINS, "CNI_PLUGINS_ARCHIVE", "CNI_PLUGINS_SHA256"),
+        (
+            LINUX_CNI_PLUGINS,
+            "CNI_PLUGINS_ARCHIVE",
+            "CNI_PLUGINS_SHA256",
+        ),
     ] {
         let a = software
             .iter()
@@ -481,5 +485,4 @@ mod tests {
         // An entry missing from what is given is a bug, not a node without it.
         assert!(prepare_node(&plan, w1, Some(&software[..2])).is_err());
     }
-
 }

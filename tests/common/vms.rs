@@ -105,8 +105,16 @@ impl NodeSoftwareMirror {
         let staging = dir.join("staging");
         let script = |path: &std::path::Path, body: &str| {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, format!("#!/bin/sh\n# {STAND_IN_MARK}: not the real binary\n{body}\n")).unwrap();
-            let st = Command::new("chmod").arg("0755").arg(path).status().unwrap();
+            std::fs::write(
+                path,
+                format!("#!/bin/sh\n# {STAND_IN_MARK}: not the real binary\n{body}\n"),
+            )
+            .unwrap();
+            let st = Command::new("chmod")
+                .arg("0755")
+                .arg(path)
+                .status()
+                .unwrap();
             assert!(st.success());
         };
         let tar = |archive: &std::path::Path, from: &std::path::Path, what: &[&str]| {
@@ -142,7 +150,11 @@ impl NodeSoftwareMirror {
                     for p in ["bridge", "host-local", "loopback", "portmap"] {
                         script(&root.join(p), "exit 1");
                     }
-                    tar(&file, &root, &["./bridge", "./host-local", "./loopback", "./portmap"]);
+                    tar(
+                        &file,
+                        &root,
+                        &["./bridge", "./host-local", "./loopback", "./portmap"],
+                    );
                 }
                 other => panic!("no stand-in for {other}"),
             }
