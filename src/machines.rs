@@ -601,8 +601,9 @@ pub async fn provision_all(
         let prepared = done.iter().any(|d| d == PREPARE_NODE);
         let software = match (&linux_software, node.os) {
             (Some(Ok(s)), crate::plan::Os::Linux) => Some(s.clone()),
-            // A prepare-node that is done is not run again: no upload.
-            (Some(Err(missing)), crate::plan::Os::Linux) if !prepared => {
+            // A prepare-node that is done is not run again (nor one that
+            // `start` leaves out): no upload.
+            (Some(Err(missing)), crate::plan::Os::Linux) if !prepared && !scope.done_only => {
                 let e = ProvisionError::NodeSoftware {
                     node: node.name.clone(),
                     source: missing.not_cached(),
