@@ -585,8 +585,7 @@ pub async fn provision_all(
     let cp_in_run = scope.includes(&cp_name);
     // Linux nodes upload containerd, runc and the CNI plugins from the
     // cache (`up` and `node add` fetched them before provisioning).
-    let linux_software = crate::images::node_software::linux_needed(plan)
-        .then(|| crate::images::node_software::cached_linux(dirs));
+    let linux_software = crate::images::node_software::linux_needed(plan);
     let mut set = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for node in plan.nodes.iter().filter(|n| scope.includes(&n.name)) {
@@ -599,19 +598,22 @@ pub async fn provision_all(
         };
         let done = done.get(&node.name).cloned().unwrap_or_default();
         let prepared = done.iter().any(|d| d == PREPARE_NODE);
-        let software = match (&linux_software, node.os) {
-            (Some(Ok(s)), crate::plan::Os::Linux) => Some(s.clone()),
-            // A prepare-node that is done is not run again (nor one that
-            // `start` leaves out): no upload.
-            (Some(Err(missing)), crate::plan::Os::Linux) if !prepared && !scope.done_only => {
-                let e = ProvisionError::NodeSoftware {
-                    node: node.name.clone(),
-                    source: missing.not_cached(),
-                };
-                results.push((node.name.clone(), Err(e)));
-                continue;
-            }
-            _ => None,
+        let software = match linux_software && node.os == crate::plan::Os::Linux {
+            false => None,
+            true => match crate::images::node_software::cached_linux(dirs) {
+                Ok(s) => Some(s),
+                // A prepare-node that is done is not run again (nor one
+                // that `start` leaves out): no upload.
+                Err(_) if prepared || scope.done_only => None,
+                Err(source) => {
+                    let node = node.name.clone();
+                    results.push((
+                        node.clone(),
+                        Err(ProvisionError::NodeSoftware { node, source }),
+                    ));
+                    continue;
+                }
+            },
         };
         let mut steps = match node_steps(plan, node, secrets, software.as_deref()) {
             Ok(s) => s,

@@ -198,23 +198,6 @@ pub enum NodeSoftwareError {
 }
 
 impl NodeSoftwareError {
-    /// The same [`NodeSoftwareError::NotCached`] again (errors do not
-    /// clone: this one is reported per node); any other error as
-    /// `NotCached` of nothing known.
-    pub fn not_cached(&self) -> NodeSoftwareError {
-        match self {
-            NodeSoftwareError::NotCached { name, version }
-            | NodeSoftwareError::Offline { name, version } => NodeSoftwareError::NotCached {
-                name: name.clone(),
-                version: version.clone(),
-            },
-            other => NodeSoftwareError::NotCached {
-                name: other.to_string(),
-                version: String::new(),
-            },
-        }
-    }
-
     pub fn hint(&self) -> Option<String> {
         match self {
             NodeSoftwareError::Offline { .. } => Some(
