@@ -48,6 +48,9 @@ fn module_hint(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<crate::images::ImageError>() {
         return e.hint();
     }
+    if let Some(e) = err.downcast_ref::<crate::images::node_software::NodeSoftwareError>() {
+        return e.hint();
+    }
     if let Some(e) = err.downcast_ref::<crate::pki::PkiError>() {
         return e.hint();
     }

@@ -322,6 +322,8 @@ pub enum NodeEvent {
     SshReady(std::time::Duration),
     Step(crate::provision::StepEvent),
     Golden(GoldenEvent),
+    /// Waiting for another node (what for, as a person reads it).
+    Waiting(String),
     /// The control plane's prepare-node installed this patch release
     /// (`X.Y.Z`): the cluster's, from now on ([`Plan::kubernetes_release`]).
     Release(String),
@@ -355,8 +357,18 @@ pub enum ProvisionError {
         #[source]
         source: Box<crate::kube::client::KubeError>,
     },
-    #[error("node {node}: did not {step}: the control plane failed")]
-    ControlPlaneFailed { node: String, step: String },
+    #[error("node {node}: did not run {step}: the control plane {control_plane} failed")]
+    ControlPlaneFailed {
+        node: String,
+        step: String,
+        control_plane: String,
+    },
+    #[error("node {node}: cannot upload its node software")]
+    NodeSoftware {
+        node: String,
+        #[source]
+        source: crate::images::node_software::NodeSoftwareError,
+    },
     #[error("node {node}: cannot make its steps")]
     Steps {
         node: String,
@@ -376,6 +388,7 @@ impl ProvisionError {
             ProvisionError::ControlPlaneFailed { .. } => Some(
                 "fix the control plane's failure (above), then run `devcluster up` again".into(),
             ),
+            ProvisionError::NodeSoftware { source, .. } => source.hint(),
             _ => None,
         }
     }
@@ -419,11 +432,12 @@ pub fn node_steps(
     plan: &Plan,
     node: &NodePlan,
     secrets: &ClusterSecrets,
+    software: Option<&[crate::images::node_software::CachedArtifact]>,
 ) -> Result<Vec<crate::provision::Step>, crate::error::Bug> {
     use crate::provision::steps;
     let mut out = vec![steps::prepare_os(plan, node)];
     if plan.kubernetes {
-        out.extend(steps::kubernetes_steps(plan, node, secrets)?);
+        out.extend(steps::kubernetes_steps(plan, node, secrets, software)?);
     }
     Ok(out
         .into_iter()
@@ -475,6 +489,36 @@ async fn network_addon(
         ),
     );
     Ok(())
+}
+
+/// How far the control plane's task got, as the workers of the same run
+/// see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlPlaneProgress {
+    /// Its steps through prepare-node have not finished.
+    Preparing,
+    /// They finished; the release its kubeadm reported, when read.
+    Prepared(Option<String>),
+    /// It failed, at any step.
+    Failed,
+}
+
+/// Whether a worker's prepare-node waits for the control plane's: when
+/// the cluster's one patch release is not chosen yet and the control plane
+/// is provisioned in the same run (its prepare-node chooses it, see
+/// [`Plan::kubernetes_release`]), and the worker has a prepare-node to run.
+/// prepare-os runs before the wait.
+pub fn prepare_node_waits(
+    plan: &Plan,
+    node: &NodePlan,
+    cp_in_run: bool,
+    runs_prepare_node: bool,
+) -> bool {
+    plan.kubernetes
+        && node.role == crate::plan::Role::Worker
+        && plan.kubernetes_release.is_none()
+        && cp_in_run
+        && runs_prepare_node
 }
 
 /// Which nodes [`provision_all`] works on, and whether workers join.
@@ -535,8 +579,13 @@ pub async fn provision_all(
     use crate::provision::StepEvent;
     use crate::provision::ssh::{SshTarget, wait_for_ssh};
     use crate::provision::steps::{JOIN, PREPARE_NODE};
-    let (cp_failed_tx, cp_failed_rx) = tokio::sync::watch::channel(false);
-    let mut cp_failed_tx = Some(cp_failed_tx);
+    let (cp_tx, cp_rx) = tokio::sync::watch::channel(ControlPlaneProgress::Preparing);
+    let mut cp_tx = Some(cp_tx);
+    let cp_name = plan.control_plane().name.clone();
+    let cp_in_run = scope.includes(&cp_name);
+    // Linux nodes upload containerd, runc and the CNI plugins from the
+    // cache (`up` and `node add` fetched them before provisioning).
+    let linux_software = crate::images::node_software::linux_needed(plan);
     let mut set = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for node in plan.nodes.iter().filter(|n| scope.includes(&n.name)) {
@@ -547,7 +596,26 @@ pub async fn provision_all(
                 continue;
             }
         };
-        let mut steps = match node_steps(plan, node, secrets) {
+        let done = done.get(&node.name).cloned().unwrap_or_default();
+        let prepared = done.iter().any(|d| d == PREPARE_NODE);
+        let software = match linux_software && node.os == crate::plan::Os::Linux {
+            false => None,
+            true => match crate::images::node_software::cached_linux(dirs) {
+                Ok(s) => Some(s),
+                // A prepare-node that is done is not run again (nor one
+                // that `start` leaves out): no upload.
+                Err(_) if prepared || scope.done_only => None,
+                Err(source) => {
+                    let node = node.name.clone();
+                    results.push((
+                        node.clone(),
+                        Err(ProvisionError::NodeSoftware { node, source }),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let mut steps = match node_steps(plan, node, secrets, software.as_deref()) {
             Ok(s) => s,
             Err(source) => {
                 let node = node.name.clone();
@@ -558,25 +626,31 @@ pub async fn provision_all(
         if !scope.join {
             steps.retain(|s| s.name != JOIN);
         }
-        let done = done.get(&node.name).cloned().unwrap_or_default();
         if scope.done_only {
             steps.retain(|s| done.contains(&s.name));
         }
         let addon =
             plan.kubernetes && (!scope.done_only || done.iter().any(|d| d == NETWORK_ADDON));
         let is_cp = node.role == Role::ControlPlane;
-        // Only the control plane's task may report its failure; the
-        // others wait on it before `join`.
-        let report_failure = if is_cp { cp_failed_tx.take() } else { None };
-        let mut cp_failed = cp_failed_rx.clone();
+        // Only the control plane's task reports its progress; the workers
+        // wait on it before prepare-node (for the release) and `join`.
+        let report = if is_cp { cp_tx.take() } else { None };
+        let mut cp_progress = cp_rx.clone();
+        let runs_prepare_node = !prepared && steps.iter().any(|s| s.name == PREPARE_NODE);
+        let waits = prepare_node_waits(plan, node, cp_in_run, runs_prepare_node);
         let (mut before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
-        // The steps up to prepare-node, after which the disk may be kept.
+        // The steps through prepare-node (after which the control plane's
+        // release is read and its disk may be kept), then the rest; a
+        // worker that waits runs prepare-node apart, after the wait.
         let capture = if is_cp { capture.clone() } else { None };
-        let rest = match before.iter().position(|s| s.name == PREPARE_NODE) {
-            Some(i) if capture.is_some() => before.split_off(i + 1),
-            _ => Vec::new(),
+        let mut rest = match before.iter().position(|s| s.name == PREPARE_NODE) {
+            Some(i) => before.split_off(i + 1),
+            None => Vec::new(),
         };
+        let waiting_step = if waits { before.pop() } else { None };
         let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
+        let node_plan = node.clone();
+        let cp_name = cp_name.clone();
         let name = node.name.clone();
         let ssh_timeout = ssh_timeout_for(node, ssh_timeout);
         let rejoin = scope.rejoin.contains(&name) && !join.is_empty();
@@ -590,6 +664,15 @@ pub async fn provision_all(
                 let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
                 send(NodeEvent::SshReady(waited));
                 let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
+                // This worker gives up on `step` because the control plane failed.
+                let stopped = |log: &mut crate::provision::log::NodeLog, step: &str, how: &str| {
+                    let _ = log.line(step, &format!("{how}: the control plane {cp_name} failed"));
+                    ProvisionError::ControlPlaneFailed {
+                        node: name.clone(),
+                        step: step.into(),
+                        control_plane: cp_name.clone(),
+                    }
+                };
                 if rejoin {
                     crate::provision::forget_step(&session, JOIN).await?;
                     let _ = log.line(JOIN, "forgotten: the control plane was re-created");
@@ -604,6 +687,7 @@ pub async fn provision_all(
                     send(NodeEvent::Step(ev))
                 })
                 .await?;
+                let mut chosen_release = None;
                 if is_cp && plan.kubernetes && plan.kubernetes_release.is_none() {
                     // The cluster's one patch release: what this first
                     // prepare-node installed, kept for every later node.
@@ -618,8 +702,46 @@ pub async fn provision_all(
                             PREPARE_NODE,
                             &format!("the cluster's Kubernetes release is {release}"),
                         );
-                        send(NodeEvent::Release(release));
+                        send(NodeEvent::Release(release.clone()));
+                        chosen_release = Some(release);
                     }
+                }
+                if let Some(tx) = &report {
+                    let _ = tx.send(ControlPlaneProgress::Prepared(chosen_release));
+                }
+                if let Some(step) = waiting_step {
+                    let why = format!(
+                        "waiting for {cp_name}'s prepare-node: it chooses the cluster's Kubernetes release"
+                    );
+                    let _ = log.line(PREPARE_NODE, &why);
+                    send(NodeEvent::Waiting(why));
+                    let seen = cp_progress
+                        .wait_for(|p| *p != ControlPlaneProgress::Preparing)
+                        .await
+                        .map(|p| p.clone());
+                    let step = match seen {
+                        Ok(ControlPlaneProgress::Prepared(Some(release))) => {
+                            let mut chosen = plan.clone();
+                            chosen.kubernetes_release = Some(release);
+                            crate::provision::steps::prepare_node(
+                                &chosen,
+                                &node_plan,
+                                software.as_deref(),
+                            )
+                            .map_err(|source| ProvisionError::Steps {
+                                node: name.clone(),
+                                source,
+                            })?
+                            .with_test_hook_from_env()
+                        }
+                        Ok(ControlPlaneProgress::Failed) => {
+                            return Err(stopped(&mut log, PREPARE_NODE, "not run"));
+                        }
+                        // No release read (or no control plane task):
+                        // the newest patch, as before a release is known.
+                        _ => step,
+                    };
+                    rest.insert(0, step);
                 }
                 if let (Some(capture), Some(prepared)) = (&capture, prepared) {
                     send(NodeEvent::Golden(GoldenEvent::Capturing));
@@ -654,7 +776,11 @@ pub async fn provision_all(
                     // Stop when the control plane fails; a control plane
                     // that succeeds drops its sender, which is no signal.
                     let failed = async {
-                        if cp_failed.wait_for(|f| *f).await.is_err() {
+                        if cp_progress
+                            .wait_for(|p| *p == ControlPlaneProgress::Failed)
+                            .await
+                            .is_err()
+                        {
                             std::future::pending::<()>().await;
                         }
                     };
@@ -662,13 +788,7 @@ pub async fn provision_all(
                         r = crate::provision::run_steps(&session, &join, &done, &mut log, |ev| {
                             send(NodeEvent::Step(ev))
                         }) => r?,
-                        () = failed => {
-                            let _ = log.line(JOIN, "stopped: the control plane failed");
-                            return Err(ProvisionError::ControlPlaneFailed {
-                                node: name.clone(),
-                                step: JOIN.into(),
-                            });
-                        }
+                        () = failed => return Err(stopped(&mut log, JOIN, "stopped")),
                     }
                 }
                 let _ = session.close().await;
@@ -703,9 +823,9 @@ pub async fn provision_all(
             }
             .await;
             if r.is_err()
-                && let Some(tx) = report_failure
+                && let Some(tx) = report
             {
-                let _ = tx.send(true);
+                let _ = tx.send(ControlPlaneProgress::Failed);
             }
             (name, r)
         });
@@ -713,10 +833,10 @@ pub async fn provision_all(
     drop(events);
     // A control plane that could not even start its task.
     let cp = &plan.control_plane().name;
-    if let Some(tx) = cp_failed_tx
+    if let Some(tx) = cp_tx
         && results.iter().any(|(n, r)| n == cp && r.is_err())
     {
-        let _ = tx.send(true);
+        let _ = tx.send(ControlPlaneProgress::Failed);
     }
     while let Some(j) = set.join_next().await {
         match j {
@@ -749,6 +869,7 @@ pub fn apply_event(
     match ev {
         NodeEvent::WaitingForSsh => progress.set(node, "waiting for SSH"),
         NodeEvent::SshReady(t) => progress.set(node, format!("SSH ready after {t:.0?}")),
+        NodeEvent::Waiting(what) => progress.set(node, what),
         NodeEvent::Step(StepEvent::Started(s)) => {
             ns.step_times.insert(
                 s.clone(),
@@ -908,4 +1029,31 @@ pub async fn sync_clocks(
         out.push(r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_prepare_node_waits_for_the_control_planes_release() {
+        let mut plan = crate::kube::kubeadm::tests::plan("1.37");
+        plan.kubernetes_release = None;
+        let cp = plan.control_plane().clone();
+        let w1 = plan.node("dev-w1").unwrap().clone();
+        // The first `up`: the control plane chooses the release.
+        assert!(prepare_node_waits(&plan, &w1, true, true));
+        // The control plane never waits; nor a worker whose prepare-node
+        // is done or not run (start), nor one provisioned without the
+        // control plane (`node add`: nothing would ever choose it).
+        assert!(!prepare_node_waits(&plan, &cp, true, true));
+        assert!(!prepare_node_waits(&plan, &w1, true, false));
+        assert!(!prepare_node_waits(&plan, &w1, false, true));
+        // Chosen already (a later `up`, `node add`): nothing to wait for.
+        plan.kubernetes_release = Some("1.37.1".into());
+        assert!(!prepare_node_waits(&plan, &w1, true, true));
+        plan.kubernetes_release = None;
+        plan.kubernetes = false;
+        assert!(!prepare_node_waits(&plan, &w1, true, true));
+    }
 }

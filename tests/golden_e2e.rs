@@ -20,7 +20,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Test;
-use common::vms::{ClusterCleanup, step_lines, virsh};
+use common::vms::{ClusterCleanup, NodeSoftwareMirror, step_lines, virsh};
 use devcluster::images::download::NoProgress;
 use devcluster::provision::{NodeLog, SshTarget, wait_for_ssh};
 
@@ -97,11 +97,17 @@ fn a_prepared_disk_becomes_a_golden_disk_that_new_nodes_clone() {
     t.args(&["images", "import", "guest", &image, "--os", "linux"])
         .run()
         .status(0);
+    // containerd & co. (stand-ins) that `up` and `node add` fetch.
+    let mirror = NodeSoftwareMirror::create(&t.root.path().join("mirror"));
     let started = Instant::now();
 
     // `up` stops at prepare-node: nothing is kept from a disk that was not
     // prepared.
-    let up = t.args(&["--cluster", "gd", "up"]).run().status(1);
+    let up = t
+        .args(&["--cluster", "gd", "up"])
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
+        .run()
+        .status(1);
     assert!(!up.stdout.contains("golden disk") && !up.stderr.contains("golden disk"));
     assert_eq!(golden_disks(&mut t), 0);
     eprintln!("up failed as expected after {:?}", started.elapsed());
@@ -258,6 +264,7 @@ fn a_prepared_disk_becomes_a_golden_disk_that_new_nodes_clone() {
     let adding = Instant::now();
     let added = t
         .args(&["--cluster", "gd", "node", "add", "--linux"])
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
         .run()
         .status(0)
         .stdout_has("gd-w1 (192.168.237.21) is prepared");

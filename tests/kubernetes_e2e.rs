@@ -4,11 +4,17 @@
 //!
 //! The Kubernetes package repositories cannot be reached from these
 //! machines (and the isolated network reaches nothing at all), so the
-//! honest outcome here is the failure path: `up` prepares the machines,
-//! then stops at `prepare-node` on every node with the package error,
-//! records it, reruns only that step the next time, and `destroy` removes
-//! everything. The success path (init, join, flannel, readiness) is
-//! exercised on hosts with internet access; see the README.
+//! honest outcome here is the failure path: `up` fetches the node software
+//! (stand-ins from a local mirror, `common::vms::NodeSoftwareMirror`)
+//! through the cache, prepares the machines, then the control plane's
+//! prepare-node uploads containerd, runc and the CNI plugins, checks and
+//! installs them and stops at the package error; the worker, whose
+//! prepare-node waits for the control plane's (it chooses the cluster's
+//! release), does not run it and says why. Only that step runs the next
+//! time; `node add` (no control plane in the run) prepares a worker up to
+//! the same package error; `destroy` removes everything. The success path
+//! (init, join, flannel, readiness) is exercised on hosts with internet
+//! access; see the README.
 
 #![cfg(all(target_os = "linux", feature = "test-libvirt"))]
 #![allow(clippy::print_stderr)] // progress of a long test, shown with --nocapture
@@ -18,7 +24,7 @@ mod common;
 use std::time::Instant;
 
 use common::Test;
-use common::vms::{ClusterCleanup, step_lines, virsh};
+use common::vms::{ClusterCleanup, NodeSoftwareMirror, STAND_IN_MARK, step_lines, virsh};
 
 const NODES: [&str; 2] = ["k8-cp", "k8-w1"];
 
@@ -59,6 +65,18 @@ users:
     token: abc
 ";
 
+/// k8-cp's log has a prepare-node line containing each of `wanted`.
+fn assert_prepare_node_says(t: &mut Test, wanted: &[&str]) {
+    let log = t
+        .args(&["--cluster", "k8", "logs", "k8-cp"])
+        .run()
+        .status(0);
+    let lines = step_lines(&log.stdout, "prepare-node");
+    for w in wanted {
+        assert!(lines.iter().any(|l| l.contains(w)), "k8-cp: {w}: {lines:?}");
+    }
+}
+
 #[test]
 fn up_stops_at_prepare_node_without_package_repositories() {
     let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
@@ -76,21 +94,29 @@ fn up_stops_at_prepare_node_without_package_repositories() {
     t.args(&["images", "import", "guest", &image, "--os", "linux"])
         .run()
         .status(0);
+    let mirror = NodeSoftwareMirror::create(&t.root.path().join("mirror"));
     let started = Instant::now();
 
-    // The first `up`: machines, prepare-os, then prepare-node fails on
-    // every node because no package mirror answers.
+    // The first `up`: node software, machines, prepare-os, then the
+    // control plane's prepare-node fails because no package mirror
+    // answers, and the worker's, waiting for it, is not run.
     let first = t
         .args(&["--cluster", "k8", "up"])
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
         .run()
         .status(1)
-        .stderr_has("2 nodes failed: node k8-cp: step prepare-node failed (exit 1); node k8-w1: step prepare-node failed (exit 1)")
+        .stderr_has("2 nodes failed: node k8-cp: step prepare-node failed (exit 1); node k8-w1: did not run prepare-node: the control plane k8-cp failed")
         .stderr_has("last lines of k8-cp's log:")
-        .stderr_has("last lines of k8-w1's log:")
         .stderr_has("hint: see the whole logs with `devcluster logs k8-cp`, `devcluster logs k8-w1`;");
     eprintln!("first up failed after {:?}", started.elapsed());
+    // The worker ran no step that failed: no tail of its log.
+    assert!(
+        !first.stderr.contains("last lines of k8-w1's log:"),
+        "{}",
+        first.stderr
+    );
     // The package error itself, from the script, in the output and the log.
-    let package_error = "prepare-node: cannot install containerd ca-certificates curl gpg conntrack socat ethtool iptables iproute2: the node cannot reach its package mirrors";
+    let package_error = "prepare-node: cannot install ca-certificates curl gpg conntrack socat ethtool iptables iproute2: the node cannot reach its package mirrors";
     assert!(first.stderr.contains(package_error), "{}", first.stderr);
     for node in NODES {
         let logs = t.args(&["--cluster", "k8", "logs", node]).run().status(0);
@@ -99,23 +125,69 @@ fn up_stops_at_prepare_node_without_package_repositories() {
             prepare_os.iter().any(|l| l.starts_with("finished in")),
             "{node}: {prepare_os:?}"
         );
-        let prepare_node = step_lines(&logs.stdout, "prepare-node");
-        assert!(
-            prepare_node.iter().any(|l| l.contains(package_error)),
-            "{node}: {prepare_node:?}"
-        );
         // Neither init nor join ran: the control plane never got that far,
-        // and the worker stops at its own failed step.
+        // and the worker stops before its prepare-node.
         assert!(step_lines(&logs.stdout, "init-control-plane").is_empty());
         assert!(step_lines(&logs.stdout, "join").is_empty());
     }
+    // The control plane: the node software uploaded, checked and
+    // installed before the package step.
+    assert_prepare_node_says(
+        &mut t,
+        &[
+            "upload: /var/lib/devcluster/node-software/containerd-2.3.4-linux-amd64.tar.gz (",
+            "upload: /var/lib/devcluster/node-software/runc.amd64 (",
+            "upload: /var/lib/devcluster/node-software/cni-plugins-linux-amd64-v1.9.1.tgz (",
+            "node software: containerd-2.3.4-linux-amd64.tar.gz, runc.amd64 and cni-plugins-linux-amd64-v1.9.1.tgz have their sha256",
+            "containerd: unpacked containerd-2.3.4-linux-amd64.tar.gz into /usr/local",
+            "containerd: wrote /etc/systemd/system/containerd.service",
+            "runc: installed runc.amd64 as /usr/local/sbin/runc",
+            "cni plugins: unpacked cni-plugins-linux-amd64-v1.9.1.tgz into /opt/cni/bin",
+            package_error,
+        ],
+    );
+    let on_cp = |t: &mut Test, command: &str| common::vms::ssh_out(t, "k8", "k8-cp", command);
+    assert!(on_cp(&mut t, "/usr/local/bin/containerd --version").contains(STAND_IN_MARK));
+    assert!(on_cp(&mut t, "cat /usr/local/sbin/runc").contains(STAND_IN_MARK));
+    assert!(on_cp(&mut t, "cat /opt/cni/bin/bridge").contains(STAND_IN_MARK));
+    assert!(
+        on_cp(&mut t, "cat /etc/systemd/system/containerd.service")
+            .contains("ExecStart=/usr/local/bin/containerd")
+    );
+    // No distribution containerd was installed.
+    assert!(
+        !on_cp(&mut t, "ls /usr/bin")
+            .lines()
+            .any(|l| l == "containerd")
+    );
+    // The worker waited for it and did not run its own.
+    let w_log = t
+        .args(&["--cluster", "k8", "logs", "k8-w1"])
+        .run()
+        .status(0);
+    let prepare_node = step_lines(&w_log.stdout, "prepare-node");
+    assert_eq!(
+        prepare_node,
+        [
+            "waiting for k8-cp's prepare-node: it chooses the cluster's Kubernetes release",
+            "not run: the control plane k8-cp failed"
+        ],
+        "{prepare_node:?}"
+    );
     let status = t
         .args(&["--cluster", "k8", "status", "-o", "json"])
         .run()
         .status(0)
         .json();
     for n in status["nodes"].as_array().unwrap() {
-        assert_eq!(n["last_step"], "prepare-node", "{n}");
+        // The worker's last done step is prepare-os: it failed without
+        // running prepare-node.
+        let last = if n["name"] == "k8-cp" {
+            "prepare-node"
+        } else {
+            "prepare-os"
+        };
+        assert_eq!(n["last_step"], last, "{n}");
         assert_eq!(n["phase"], "failed", "{n}");
         assert_eq!(n["vm"], "running", "{n}");
         // Not initialised: status does not ask an API server.
@@ -126,17 +198,20 @@ fn up_stops_at_prepare_node_without_package_repositories() {
         table
             .stdout
             .lines()
-            .any(|l| l.starts_with("k8-w1") && l.contains("failed") && l.ends_with("prepare-node")),
+            .any(|l| l.starts_with("k8-w1") && l.contains("failed") && l.ends_with("prepare-os")),
         "{}",
         table.stdout
     );
 
     // Again: the machines exist and prepare-os is done, so only
-    // prepare-node runs (and fails the same way).
+    // prepare-node runs on the control plane (and fails the same way; the
+    // node software is there already), and the worker waits again.
     t.args(&["--cluster", "k8", "up"])
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
         .run()
         .status(1)
-        .stderr_has("node k8-w1: step prepare-node failed (exit 1)");
+        .stderr_has("node k8-cp: step prepare-node failed (exit 1)")
+        .stderr_has("node k8-w1: did not run prepare-node: the control plane k8-cp failed");
     eprintln!("second up failed after {:?}", started.elapsed());
     for node in NODES {
         let logs = t.args(&["--cluster", "k8", "logs", node]).run().status(0);
@@ -152,12 +227,22 @@ fn up_stops_at_prepare_node_without_package_repositories() {
             "{node}: prepare-os ran once: {prepare_os:?}"
         );
         let prepare_node = step_lines(&logs.stdout, "prepare-node");
+        let runs = if node == "k8-cp" { 2 } else { 0 };
         assert_eq!(
             prepare_node.iter().filter(|l| *l == "started").count(),
-            2,
-            "{node}: prepare-node ran twice: {prepare_node:?}"
+            runs,
+            "{node}: prepare-node ran {runs} times: {prepare_node:?}"
         );
     }
+    assert_prepare_node_says(
+        &mut t,
+        &[
+            "upload: /var/lib/devcluster/node-software/containerd-2.3.4-linux-amd64.tar.gz already there (sha256 ",
+            "containerd: 2.3.4 already installed in /usr/local",
+            "runc: already installed",
+            "cni plugins: already installed in /opt/cni/bin",
+        ],
+    );
 
     // A failed up merged nothing into the user's kubeconfig.
     assert_eq!(
@@ -167,8 +252,9 @@ fn up_stops_at_prepare_node_without_package_repositories() {
 
     // node remove, then node add: the worker's VM goes and comes back
     // (the control plane is not initialised, so there is nothing to drain
-    // and the new worker is prepared, not joined: here it stops at the
-    // same package error).
+    // and the new worker is prepared, not joined; the control plane is not
+    // in this run, so the worker does not wait for it: here it installs
+    // the node software and stops at the same package error).
     t.args(&["--cluster", "k8", "node", "remove", "k8-w1"])
         .run()
         .status(0)
@@ -183,6 +269,7 @@ fn up_stops_at_prepare_node_without_package_repositories() {
     let log_before =
         std::fs::read_to_string(t.dirs().cluster("k8").join("logs/k8-w1.log")).unwrap();
     t.args(&["--cluster", "k8", "node", "add", "--linux"])
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
         .run()
         .status(1)
         .stderr_has("creating k8-w1 (192.168.235.21)")
@@ -199,6 +286,12 @@ fn up_stops_at_prepare_node_without_package_repositories() {
         "{added}"
     );
     assert!(step_lines(added, "join").is_empty(), "{added}");
+    assert!(
+        step_lines(added, "prepare-node")
+            .iter()
+            .any(|l| l.ends_with("runc: installed runc.amd64 as /usr/local/sbin/runc")),
+        "{added}"
+    );
     let status = t
         .args(&["--cluster", "k8", "status", "-o", "json"])
         .run()

@@ -20,7 +20,7 @@ mod common;
 use std::time::Instant;
 
 use common::Test;
-use common::vms::{ClusterCleanup, step_lines, virsh};
+use common::vms::{ClusterCleanup, NodeSoftwareMirror, step_lines, virsh};
 
 const NODES: [&str; 2] = ["ln-cp", "ln-w1"];
 
@@ -60,10 +60,13 @@ fn up_rebuilds_a_deleted_control_plane_and_the_workers_join_again() {
     t.args(&["images", "import", "guest", &image, "--os", "linux"])
         .run()
         .status(0);
+    // containerd & co. (stand-ins) for prepare-node to upload.
+    let mirror = NodeSoftwareMirror::create(&t.root.path().join("mirror"));
     let started = Instant::now();
 
     // The machines, then prepare-node stops at the package error.
     t.args(&["--cluster", "ln", "up"])
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
         .run()
         .status(1)
         .stderr_has("node ln-cp: step prepare-node failed (exit 1)");
@@ -101,7 +104,11 @@ fn up_rebuilds_a_deleted_control_plane_and_the_workers_join_again() {
     virsh(&["undefine", "ln-cp", "--nvram", "--remove-all-storage"]);
     assert!(!virsh(&["list", "--all", "--name"]).contains("ln-cp"));
 
-    let second = t.args(&["--cluster", "ln", "up"]).run().status(1);
+    let second = t
+        .args(&["--cluster", "ln", "up"])
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
+        .run()
+        .status(1);
     eprintln!("second up failed after {:?}", started.elapsed());
     assert!(
         second.stderr.contains(

@@ -5,10 +5,13 @@
 #
 # devcluster runs it as root with `bash -euo pipefail` (src/provision/),
 # after prepare-os. Idempotent: a second run changes nothing and says so.
-# Needs the internet: the distribution's mirror (containerd, curl, gpg),
+# Needs the internet: the distribution's mirror (curl, gpg, conntrack, …),
 # https://pkgs.k8s.io (kubelet, kubeadm, kubectl) and registry.k8s.io (the
 # control-plane images). When the Kubernetes package repository cannot be
-# reached it fails with a message saying so.
+# reached it fails with a message saying so. containerd, runc and the CNI
+# plugins do not come from the internet: the host uploads them from its
+# cache (src/images/node_software.rs) into NODE_SOFTWARE_DIR before this
+# script runs, and this script checks their sha256 again.
 #
 # Environment:
 #   KUBERNETES_MINOR  the Kubernetes minor to install, "X.Y" (e.g. 1.37)
@@ -22,6 +25,13 @@
 #                     (provisioners/kubernetes-versions.toml)
 #   NODE_ROLE         control-plane: pull every image kubeadm init needs;
 #                     worker: pull only what a worker runs (pause, kube-proxy)
+#   NODE_SOFTWARE_DIR where the host uploaded the files below
+#   CONTAINERD_VERSION, CONTAINERD_ARCHIVE, CONTAINERD_SHA256
+#                     containerd 2.x: containerd-X-linux-amd64.tar.gz, sha256
+#   RUNC_BINARY, RUNC_SHA256
+#                     runc.amd64 and its sha256
+#   CNI_PLUGINS_ARCHIVE, CNI_PLUGINS_SHA256
+#                     cni-plugins-linux-amd64-vX.tgz and its sha256
 #   DEVCLUSTER_TEST_FAIL_STEP
 #                     TEST ONLY: when it equals this step's name
 #                     (prepare-node) the script exits 3 before changing
@@ -30,12 +40,18 @@
 # What it does:
 #   - re-asserts prepare-os' kernel settings: swap off, overlay and
 #     br_netfilter loaded, forwarding and bridge sysctls = 1
-#   - installs containerd (the distribution's package) and writes
-#     /etc/containerd/config.toml from `containerd config default` with the
-#     systemd cgroup driver, PAUSE_IMAGE as the sandbox image and
-#     /opt/cni/bin for CNI plugins (containerd 1.x and 2.x layouts);
-#     Kubernetes 1.36 and later need containerd 2.x: without one it fails
-#     saying so
+#   - checks the uploaded files' sha256, then installs containerd 2.x into
+#     /usr/local (with upstream's containerd.service unit in
+#     /etc/systemd/system), runc as /usr/local/sbin/runc and the CNI
+#     plugins into /opt/cni/bin (each once: a stamp in
+#     /var/lib/devcluster/node-software/installed/ records the sha256);
+#     fails when containerd is not CONTAINERD_VERSION (Kubernetes 1.36 and
+#     later need containerd 2.x, which Ubuntu 24.04 and Debian 12 do not
+#     package)
+#   - installs the distribution packages it needs (not containerd), then
+#     writes /etc/containerd/config.toml from `containerd config default`
+#     with the systemd cgroup driver, PAUSE_IMAGE as the sandbox image and
+#     /opt/cni/bin for CNI plugins (containerd 1.x and 2.x layouts)
 #   - after kubeadm is installed, takes the sandbox image kubeadm names
 #     (`kubeadm config images list`) when the table's differs
 #   - adds the pkgs.k8s.io repository of KUBERNETES_MINOR (key dearmored to
@@ -55,6 +71,14 @@ fi
 : "${KUBERNETES_MINOR:?KUBERNETES_MINOR must be set}"
 : "${PAUSE_IMAGE:?PAUSE_IMAGE must be set}"
 : "${NODE_ROLE:?NODE_ROLE must be set}"
+: "${NODE_SOFTWARE_DIR:?NODE_SOFTWARE_DIR must be set}"
+: "${CONTAINERD_VERSION:?CONTAINERD_VERSION must be set}"
+: "${CONTAINERD_ARCHIVE:?CONTAINERD_ARCHIVE must be set}"
+: "${CONTAINERD_SHA256:?CONTAINERD_SHA256 must be set}"
+: "${RUNC_BINARY:?RUNC_BINARY must be set}"
+: "${RUNC_SHA256:?RUNC_SHA256 must be set}"
+: "${CNI_PLUGINS_ARCHIVE:?CNI_PLUGINS_ARCHIVE must be set}"
+: "${CNI_PLUGINS_SHA256:?CNI_PLUGINS_SHA256 must be set}"
 
 readonly CRI_SOCKET=unix:///run/containerd/containerd.sock
 readonly KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
@@ -62,6 +86,9 @@ readonly SOURCES=/etc/apt/sources.list.d/kubernetes.list
 readonly REPO="https://pkgs.k8s.io/core:/stable:/v${KUBERNETES_MINOR}/deb/"
 readonly CONTAINERD_CONFIG=/etc/containerd/config.toml
 readonly CNI_BIN_DIR=/opt/cni/bin
+readonly CONTAINERD=/usr/local/bin/containerd
+readonly CONTAINERD_UNIT=/etc/systemd/system/containerd.service
+readonly INSTALLED=/var/lib/devcluster/node-software/installed
 
 say() { printf '%s\n' "$*"; }
 fail() {
@@ -142,6 +169,100 @@ for key in net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6table
 done
 say "kernel: swap off, overlay and br_netfilter loaded, forwarding on"
 
+# --- containerd 2.x, runc, the CNI plugins (uploaded by the host) --------------------
+
+# verified FILE SHA256: NODE_SOFTWARE_DIR/FILE is there with that sha256.
+verified() {
+  local path=$NODE_SOFTWARE_DIR/$1 want=$2 got
+  if [[ ! -f "$path" ]]; then
+    fail "$path is missing: the host uploads it from its cache before this step (run devcluster up again)"
+  fi
+  got=$(sha256sum "$path" | awk '{print $1}')
+  if [[ "$got" != "$want" ]]; then
+    fail "$path has sha256 $got, not $want: the upload is damaged (run devcluster up again)"
+  fi
+}
+
+# installed_from NAME SHA256: NAME was installed from the file of that sha256.
+installed_from() {
+  [[ -f "$INSTALLED/$1" && "$(cat "$INSTALLED/$1")" == "$2" ]]
+}
+
+# record NAME SHA256: remembers that NAME was installed from that file.
+record() {
+  mkdir -p "$INSTALLED"
+  printf '%s\n' "$2" >"$INSTALLED/$1"
+}
+
+verified "$CONTAINERD_ARCHIVE" "$CONTAINERD_SHA256"
+verified "$RUNC_BINARY" "$RUNC_SHA256"
+verified "$CNI_PLUGINS_ARCHIVE" "$CNI_PLUGINS_SHA256"
+say "node software: $CONTAINERD_ARCHIVE, $RUNC_BINARY and $CNI_PLUGINS_ARCHIVE have their sha256"
+
+if installed_from containerd "$CONTAINERD_SHA256" && [[ -x "$CONTAINERD" ]]; then
+  say "containerd: $CONTAINERD_VERSION already installed in /usr/local"
+else
+  # grep reads it all (-q would stop tar with SIGPIPE under pipefail).
+  if ! tar -tzf "$NODE_SOFTWARE_DIR/$CONTAINERD_ARCHIVE" | grep -Ex '(\./)?bin/containerd' >/dev/null; then
+    fail "$CONTAINERD_ARCHIVE holds no bin/containerd: not a containerd release archive"
+  fi
+  tar -C /usr/local -xzf "$NODE_SOFTWARE_DIR/$CONTAINERD_ARCHIVE"
+  record containerd "$CONTAINERD_SHA256"
+  say "containerd: unpacked $CONTAINERD_ARCHIVE into /usr/local"
+fi
+containerd_printed=$("$CONTAINERD" --version 2>/dev/null || true)
+if [[ "$(awk '{print $3}' <<<"$containerd_printed")" != "v$CONTAINERD_VERSION" ]]; then
+  fail "$CONTAINERD reports '${containerd_printed:-nothing}', not containerd v$CONTAINERD_VERSION (Kubernetes 1.36 and later need containerd 2.x)"
+fi
+# upstream's containerd.service (containerd/containerd, containerd.service)
+if write_if_changed "$CONTAINERD_UNIT" "[Unit]
+Description=containerd container runtime
+Documentation=https://containerd.io
+After=network.target dbus.service
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=$CONTAINERD
+
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+
+# Having non-zero Limit*s causes performance problems due to accounting overhead
+# in the kernel. We recommend using cgroups to do container-local accounting.
+LimitNPROC=infinity
+LimitCORE=infinity
+
+# Comment TasksMax if your systemd version does not supports it.
+# Only systemd 226 and above support this version.
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target"; then
+  systemctl daemon-reload
+  say "containerd: wrote $CONTAINERD_UNIT"
+fi
+
+if installed_from runc "$RUNC_SHA256" && [[ -x /usr/local/sbin/runc ]]; then
+  say "runc: already installed"
+else
+  install -D -m 0755 "$NODE_SOFTWARE_DIR/$RUNC_BINARY" /usr/local/sbin/runc
+  record runc "$RUNC_SHA256"
+  say "runc: installed $RUNC_BINARY as /usr/local/sbin/runc"
+fi
+
+if installed_from cni-plugins "$CNI_PLUGINS_SHA256" && [[ -d "$CNI_BIN_DIR" ]]; then
+  say "cni plugins: already installed in $CNI_BIN_DIR"
+else
+  mkdir -p "$CNI_BIN_DIR"
+  tar -C "$CNI_BIN_DIR" -xzf "$NODE_SOFTWARE_DIR/$CNI_PLUGINS_ARCHIVE"
+  record cni-plugins "$CNI_PLUGINS_SHA256"
+  say "cni plugins: unpacked $CNI_PLUGINS_ARCHIVE into $CNI_BIN_DIR"
+fi
+
 # --- distribution packages ----------------------------------------------------------
 
 # installed PACKAGE...: every package is installed.
@@ -188,7 +309,8 @@ apt_install() {
   fail "cannot install $* (apt-get output above)"
 }
 
-readonly BASE_PACKAGES=(containerd ca-certificates curl gpg conntrack socat ethtool iptables iproute2)
+# Not containerd: the upstream 2.x above is the node's.
+readonly BASE_PACKAGES=(ca-certificates curl gpg conntrack socat ethtool iptables iproute2)
 if installed "${BASE_PACKAGES[@]}"; then
   say "packages: ${BASE_PACKAGES[*]} already installed"
 else
@@ -280,26 +402,6 @@ edit_containerd_config() {
 }
 # <<< containerd config editing
 
-# containerd_major: the major version of the installed containerd ("1", "2").
-containerd_major() {
-  local v
-  v=$(containerd --version 2>/dev/null | awk '{print $3}')
-  v=${v#v}
-  printf '%s' "${v%%.*}"
-}
-
-# needs_containerd_2 MINOR: Kubernetes 1.36 and later need containerd 2.x
-# (1.35 is the last release that supports 1.x; 1.38 drops the kubelet's
-# fallback for it).
-needs_containerd_2() {
-  local major=${1%%.*} minor=${1#*.}
-  ((major > 1 || (major == 1 && minor >= 36)))
-}
-
-if needs_containerd_2 "$KUBERNETES_MINOR" && [[ "$(containerd_major)" -lt 2 ]]; then
-  fail "Kubernetes $KUBERNETES_MINOR needs containerd 2.x, but this node's distribution packages give containerd $(containerd --version 2>/dev/null | awk '{print $3}') ($os_id $os_version): no containerd 2.x can be had here; choose Kubernetes 1.35 (--kubernetes-version 1.35) or an image whose distribution ships containerd 2"
-fi
-
 generated=$(mktemp /tmp/devcluster-containerd.XXXXXX)
 trap 'rm -f "$generated"' EXIT
 
@@ -308,9 +410,9 @@ trap 'rm -f "$generated"' EXIT
 # and checks what containerd really runs with.
 configure_containerd() {
   local pause=$1 layout dump
-  containerd config default >"$generated"
+  "$CONTAINERD" config default >"$generated"
   if ! layout=$(edit_containerd_config "$generated" "$pause" "$CNI_BIN_DIR"); then
-    fail "containerd $(containerd --version 2>/dev/null || true): 'containerd config default' has neither the 1.x nor the 2.x CRI plugin table; cannot configure it"
+    fail "containerd $("$CONTAINERD" --version 2>/dev/null || true): 'containerd config default' has neither the 1.x nor the 2.x CRI plugin table; cannot configure it"
   fi
   if [[ -f "$CONTAINERD_CONFIG" ]] && cmp -s "$generated" "$CONTAINERD_CONFIG"; then
     say "containerd ($layout layout): $CONTAINERD_CONFIG already configured"
@@ -324,7 +426,7 @@ configure_containerd() {
   fi
   systemctl enable --now containerd >/dev/null 2>&1 || systemctl enable --now containerd
   # What containerd really runs with, not what we think we wrote.
-  dump=$(containerd config dump)
+  dump=$("$CONTAINERD" config dump)
   if ! grep -Eq '^[[:space:]]*SystemdCgroup = true' <<<"$dump"; then
     fail "containerd does not use the systemd cgroup driver after writing $CONTAINERD_CONFIG"
   fi

@@ -123,8 +123,15 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         let downloads = crate::ui::DownloadProgress::new(*p);
         let fetch = crate::images::Fetch::new(&downloads).offline(args.offline);
         let bases = machines::resolve_bases(&ctx.dirs, &plan, provider.kind(), &fetch).await;
+        let software = match &bases {
+            Ok(_) => crate::images::node_software::ensure_for_plan(&ctx.dirs, &plan, &fetch)
+                .await
+                .map(drop),
+            Err(_) => Ok(()),
+        };
         downloads.clear();
         let bases = bases?;
+        software?;
         if join {
             let kube = answering_client(ctx, &st).await?;
             let token = crate::pki::ensure(&ctx.dirs, &st.plan)?.bootstrap_token;

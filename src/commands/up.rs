@@ -101,8 +101,16 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, spec: &Spec) -> anyhow::Result<E
             .offline(offline)
             .accept_license(args.accept_license);
         let bases = machines::resolve_bases(&ctx.dirs, &plan, provider.kind(), &fetch).await;
+        // containerd & co. for the nodes, before anything is created.
+        let software = match &bases {
+            Ok(_) => crate::images::node_software::ensure_for_plan(&ctx.dirs, &plan, &fetch)
+                .await
+                .map(drop),
+            Err(_) => Ok(()),
+        };
         downloads.clear();
         let bases = bases?;
+        software?;
         if existing.is_none() {
             // A new cluster starts clean: VMs of the same name without a
             // state file are someone's (a lost state): refuse to adopt them;

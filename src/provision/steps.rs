@@ -7,8 +7,11 @@ use crate::pki::ClusterSecrets;
 use crate::plan::{NodePlan, Os, Plan, Role};
 use crate::versions::KubernetesVersion;
 
-use super::Step;
 use super::deadlines::Deadlines;
+use super::{Step, Upload};
+use crate::images::node_software::{
+    CachedArtifact, LINUX_CNI_PLUGINS, LINUX_CONTAINERD, LINUX_RUNC,
+};
 
 /// TEST ONLY: a step script whose name equals this variable's value prints
 /// a message and exits 3 before changing anything. The command layer
@@ -72,10 +75,25 @@ fn linux(node: &NodePlan, step: &str) -> Result<(), Bug> {
     }
 }
 
-/// containerd, the Kubernetes packages of the plan's minor (exactly the
-/// cluster's release once it is chosen) and the images of a Linux node (see
-/// the script's header). Needs the internet.
-pub fn prepare_node(plan: &Plan, node: &NodePlan) -> Result<Step, Bug> {
+/// Where prepare-node finds the node software the host uploads.
+pub const NODE_SOFTWARE_DIR: &str = "/var/lib/devcluster/node-software";
+
+/// containerd 2.x, runc and the CNI plugins from the host's cache
+/// (`software`: [`node_software::cached_linux`], uploaded before the script
+/// and checked again on the node against the sha256 in the environment),
+/// the Kubernetes packages of the plan's minor (exactly the cluster's
+/// release once it is chosen) and the images of a Linux node (see the
+/// script's header). Needs the internet for the packages and images.
+///
+/// `software` is `None` only when the step is already done (the cache may
+/// have been pruned since): a step without it is never run.
+///
+/// [`node_software::cached_linux`]: crate::images::node_software::cached_linux
+pub fn prepare_node(
+    plan: &Plan,
+    node: &NodePlan,
+    software: Option<&[CachedArtifact]>,
+) -> Result<Step, Bug> {
     linux(node, PREPARE_NODE)?;
     let v = version(plan)?;
     let mut step = Step::new(PREPARE_NODE, PREPARE_NODE_SCRIPT)
@@ -85,6 +103,35 @@ pub fn prepare_node(plan: &Plan, node: &NodePlan) -> Result<Step, Bug> {
     // The cluster's one patch release, once chosen (see Plan).
     if let Some(release) = &plan.kubernetes_release {
         step = step.env("KUBERNETES_RELEASE", release);
+    }
+    let Some(software) = software else {
+        return Ok(step);
+    };
+    step = step.env("NODE_SOFTWARE_DIR", NODE_SOFTWARE_DIR);
+    for (name, file_var, sha_var) in [
+        (LINUX_CONTAINERD, "CONTAINERD_ARCHIVE", "CONTAINERD_SHA256"),
+        (LINUX_RUNC, "RUNC_BINARY", "RUNC_SHA256"),
+        (
+            LINUX_CNI_PLUGINS,
+            "CNI_PLUGINS_ARCHIVE",
+            "CNI_PLUGINS_SHA256",
+        ),
+    ] {
+        let a = software
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| Bug(format!("prepare-node of {}: no {name} given", node.name)))?;
+        if name == LINUX_CONTAINERD {
+            step = step.env("CONTAINERD_VERSION", &a.version);
+        }
+        step = step
+            .env(file_var, &a.file_name)
+            .env(sha_var, &a.sha256)
+            .upload(Upload {
+                host_path: a.path.clone(),
+                node_path: format!("{NODE_SOFTWARE_DIR}/{}", a.file_name),
+                sha256: a.sha256.clone(),
+            });
     }
     Ok(step)
 }
@@ -153,18 +200,20 @@ pub fn join(
 
 /// The Kubernetes steps of a Linux node, in order, to run after
 /// [`prepare_os`]: `prepare-node`, then `init-control-plane` on the control
-/// plane or `join` (with the plan's [`Deadlines`]) on a worker. The test
+/// plane or `join` (with the plan's [`Deadlines`]) on a worker (`software`:
+/// see [`prepare_node`]). The test
 /// hook ([`Step::with_test_hook_from_env`]) is the caller's to add.
 pub fn kubernetes_steps(
     plan: &Plan,
     node: &NodePlan,
     secrets: &ClusterSecrets,
+    software: Option<&[CachedArtifact]>,
 ) -> Result<Vec<Step>, Bug> {
     let last = match node.role {
         Role::ControlPlane => init_control_plane(plan, node, secrets)?,
         Role::Worker => join(plan, node, secrets, &Deadlines::for_plan(plan))?,
     };
-    Ok(vec![prepare_node(plan, node)?, last])
+    Ok(vec![prepare_node(plan, node, software)?, last])
 }
 
 /// Every node as `name ip;name ip;...`, in plan order.
@@ -269,7 +318,7 @@ mod tests {
         let v = crate::versions::find(&plan.kubernetes_version).unwrap();
 
         let cp = plan.control_plane();
-        let steps = kubernetes_steps(&plan, cp, &secrets).unwrap();
+        let steps = kubernetes_steps(&plan, cp, &secrets, None).unwrap();
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["prepare-node", "init-control-plane"]);
         assert_eq!(
@@ -278,9 +327,11 @@ mod tests {
                 ("KUBERNETES_MINOR", v.minor.as_str()),
                 ("PAUSE_IMAGE", v.pause_image.as_str()),
                 ("NODE_ROLE", "control-plane"),
-            ]
+            ],
+            "a done prepare-node (no software given) has nothing to upload"
         );
         assert!(steps[0].files.is_empty());
+        assert!(steps[0].uploads.is_empty());
         let init = &steps[1];
         assert_eq!(
             env(init),
@@ -325,10 +376,10 @@ mod tests {
         chosen.kubernetes_release = Some(format!("{}.4", v.minor));
         let release = format!("{}.4", v.minor);
         assert_eq!(
-            env(&prepare_node(&chosen, w1).unwrap())[3],
+            env(&prepare_node(&chosen, w1, None).unwrap())[3],
             ("KUBERNETES_RELEASE", release.as_str())
         );
-        let steps = kubernetes_steps(&plan, w1, &secrets).unwrap();
+        let steps = kubernetes_steps(&plan, w1, &secrets, None).unwrap();
         assert_eq!(env(&steps[0]).len(), 3, "no release chosen yet");
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["prepare-node", "join"]);
@@ -358,9 +409,80 @@ mod tests {
         let plan = plan();
         let (_tmp, secrets) = secrets(&plan);
         let win = plan.nodes.iter().find(|n| n.os == Os::Windows).unwrap();
-        assert!(kubernetes_steps(&plan, win, &secrets).is_err());
+        assert!(kubernetes_steps(&plan, win, &secrets, None).is_err());
         let w1 = plan.node("dev-w1").unwrap();
         assert!(init_control_plane(&plan, w1, &secrets).is_err());
         assert!(join(&plan, plan.control_plane(), &secrets, &Deadlines::scaled(1)).is_err());
+    }
+
+    /// The cached Linux node software as `cached_linux` gives it.
+    fn software() -> Vec<CachedArtifact> {
+        crate::images::node_software::linux_catalog_from(&Default::default())
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| CachedArtifact {
+                name: a.name,
+                path: std::path::PathBuf::from(format!("/cache/{}/{}", a.name, a.file_name)),
+                sha256: format!("{i}").repeat(64),
+                version: a.version,
+                file_name: a.file_name,
+                kind: a.kind,
+                downloaded: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_linux_nodes_prepare_node_uploads_containerd_runc_and_cni_from_the_cache() {
+        let mut plan = plan();
+        plan.kubernetes_version = "1.37".into();
+        let w1 = plan.node("dev-w1").unwrap();
+        let software = software();
+        let step = prepare_node(&plan, w1, Some(&software)).unwrap();
+        let dir = NODE_SOFTWARE_DIR;
+        assert_eq!(
+            step.uploads,
+            [
+                Upload {
+                    host_path: "/cache/linux-containerd/containerd-2.3.4-linux-amd64.tar.gz".into(),
+                    node_path: format!("{dir}/containerd-2.3.4-linux-amd64.tar.gz"),
+                    sha256: "0".repeat(64),
+                },
+                Upload {
+                    host_path: "/cache/linux-runc/runc.amd64".into(),
+                    node_path: format!("{dir}/runc.amd64"),
+                    sha256: "1".repeat(64),
+                },
+                Upload {
+                    host_path: "/cache/linux-cni-plugins/cni-plugins-linux-amd64-v1.9.1.tgz".into(),
+                    node_path: format!("{dir}/cni-plugins-linux-amd64-v1.9.1.tgz"),
+                    sha256: "2".repeat(64),
+                },
+            ]
+        );
+        let (zero, one, two) = ("0".repeat(64), "1".repeat(64), "2".repeat(64));
+        assert_eq!(
+            env(&step),
+            [
+                ("KUBERNETES_MINOR", "1.37"),
+                ("PAUSE_IMAGE", "registry.k8s.io/pause:3.10.1"),
+                ("NODE_ROLE", "worker"),
+                ("NODE_SOFTWARE_DIR", dir),
+                ("CONTAINERD_VERSION", "2.3.4"),
+                ("CONTAINERD_ARCHIVE", "containerd-2.3.4-linux-amd64.tar.gz"),
+                ("CONTAINERD_SHA256", zero.as_str()),
+                ("RUNC_BINARY", "runc.amd64"),
+                ("RUNC_SHA256", one.as_str()),
+                ("CNI_PLUGINS_ARCHIVE", "cni-plugins-linux-amd64-v1.9.1.tgz"),
+                ("CNI_PLUGINS_SHA256", two.as_str()),
+            ]
+        );
+        assert!(step.check().is_ok());
+        // Every name the script reads is set.
+        for (k, _) in &step.env {
+            assert!(PREPARE_NODE_SCRIPT.contains(&format!("${{{k}")), "{k}");
+        }
+        // An entry missing from what is given is a bug, not a node without it.
+        assert!(prepare_node(&plan, w1, Some(&software[..2])).is_err());
     }
 }

@@ -77,3 +77,106 @@ impl ClusterCleanup {
         virsh(&["net-undefine", &name]);
     }
 }
+
+/// A node software mirror (`DEVCLUSTER_NODE_SOFTWARE_MIRROR`) in a local
+/// directory, laid out like the publishers' servers, holding stand-ins for
+/// containerd, runc and the CNI plugins (shell scripts in real tar.gz
+/// archives, not the real binaries: there is no internet here) and their
+/// checksum files in each publisher's format. `up` downloads them through
+/// the cache, prepare-node uploads them, checks their sha256 on the node
+/// and installs them.
+pub struct NodeSoftwareMirror {
+    /// `file://<dir>`: the value for the environment variable.
+    pub url: String,
+}
+
+/// What the stand-in containerd prints for `--version`, as the real one
+/// does (`containerd <module> v<version> <commit>`).
+pub const STAND_IN_MARK: &str = "devcluster-test-stand-in";
+
+impl NodeSoftwareMirror {
+    pub const ENV: &'static str = devcluster::images::node_software::MIRROR_ENV;
+
+    pub fn create(dir: &std::path::Path) -> Self {
+        use devcluster::images::node_software::{
+            self as ns, ChecksumSource, LINUX_CONTAINERD_VERSION, Origins,
+        };
+        let url = format!("file://{}", dir.display());
+        let staging = dir.join("staging");
+        let script = |path: &std::path::Path, body: &str| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(
+                path,
+                format!("#!/bin/sh\n# {STAND_IN_MARK}: not the real binary\n{body}\n"),
+            )
+            .unwrap();
+            let st = Command::new("chmod")
+                .arg("0755")
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        };
+        let tar = |archive: &std::path::Path, from: &std::path::Path, what: &[&str]| {
+            std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+            let st = Command::new("tar")
+                .arg("-czf")
+                .arg(archive)
+                .arg("-C")
+                .arg(from)
+                .args(what)
+                .status()
+                .expect("tar");
+            assert!(st.success());
+        };
+        for a in ns::linux_catalog_from(&Origins::mirror(&url)) {
+            let file = std::path::PathBuf::from(a.url.strip_prefix("file://").unwrap());
+            match a.name {
+                ns::LINUX_CONTAINERD => {
+                    let root = staging.join("containerd");
+                    script(
+                        &root.join("bin/containerd"),
+                        &format!(
+                            "if [ \"$1\" = --version ]; then echo 'containerd github.com/containerd/containerd/v2 v{LINUX_CONTAINERD_VERSION} {STAND_IN_MARK}'; exit 0; fi\necho \"stand-in containerd: $*\" >&2; exit 1"
+                        ),
+                    );
+                    script(&root.join("bin/ctr"), "exit 1");
+                    script(&root.join("bin/containerd-shim-runc-v2"), "exit 1");
+                    tar(&file, &root, &["bin"]);
+                }
+                ns::LINUX_RUNC => script(&file, "echo 'runc stand-in'; exit 1"),
+                ns::LINUX_CNI_PLUGINS => {
+                    let root = staging.join("cni");
+                    for p in ["bridge", "host-local", "loopback", "portmap"] {
+                        script(&root.join(p), "exit 1");
+                    }
+                    tar(
+                        &file,
+                        &root,
+                        &["./bridge", "./host-local", "./loopback", "./portmap"],
+                    );
+                }
+                other => panic!("no stand-in for {other}"),
+            }
+            let ChecksumSource::File { url: sums, name } = &a.checksum else {
+                panic!("a mirror's checksums are read from it: {a:?}");
+            };
+            let sha = sha256_file(&file);
+            let sums = std::path::PathBuf::from(sums.strip_prefix("file://").unwrap());
+            // containerd's .sha256sum and runc's runc.sha256sum are
+            // sha256sum lines; cni-plugins' .sha256 too.
+            std::fs::write(&sums, format!("{sha}  {name}\n")).unwrap();
+        }
+        Self { url }
+    }
+}
+
+fn sha256_file(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
