@@ -325,6 +325,9 @@ pub enum NodeEvent {
     /// The control plane's prepare-node installed this patch release
     /// (`X.Y.Z`): the cluster's, from now on ([`Plan::kubernetes_release`]).
     Release(String),
+    /// What the node's task is doing between steps (a Windows worker
+    /// waiting for the release, its software fetched on the host).
+    Note(String),
 }
 
 /// Keeping the control plane's prepared disk ([`crate::golden`]).
@@ -363,6 +366,22 @@ pub enum ProvisionError {
         #[source]
         source: crate::error::Bug,
     },
+    #[error("node {node}: no Windows node software")]
+    Software {
+        node: String,
+        #[source]
+        source: Arc<crate::images::node_software::NodeSoftwareError>,
+    },
+    /// A Windows node that never answered SSH: its first boot is where it
+    /// went wrong, so the hint says where to watch it.
+    #[error("Windows node {node} did not answer SSH")]
+    WindowsSsh {
+        node: String,
+        /// Where to look: the console and the serial log, per provider.
+        look: String,
+        #[source]
+        source: crate::provision::ssh::SshError,
+    },
 }
 
 impl ProvisionError {
@@ -376,6 +395,8 @@ impl ProvisionError {
             ProvisionError::ControlPlaneFailed { .. } => Some(
                 "fix the control plane's failure (above), then run `devcluster up` again".into(),
             ),
+            ProvisionError::Software { source, .. } => source.hint(),
+            ProvisionError::WindowsSsh { look, .. } => Some(look.clone()),
             _ => None,
         }
     }
@@ -422,7 +443,10 @@ pub fn node_steps(
 ) -> Result<Vec<crate::provision::Step>, crate::error::Bug> {
     use crate::provision::steps;
     let mut out = vec![steps::prepare_os(plan, node)];
-    if plan.kubernetes {
+    // A Windows worker's Kubernetes steps need the cluster's release and
+    // its agents' tokens first: its task builds them
+    // ([`crate::windows_join::kubernetes`]).
+    if plan.kubernetes && node.os == Os::Linux {
         out.extend(steps::kubernetes_steps(plan, node, secrets)?);
     }
     Ok(out
@@ -491,6 +515,9 @@ pub struct Scope {
     /// Workers to join again (a re-created control plane): their guest's
     /// `join` marker is removed before their steps run.
     pub rejoin: Vec<String>,
+    /// Never download (`--offline`): Windows workers' node software must
+    /// be in the host's cache.
+    pub offline: bool,
 }
 
 impl Default for Scope {
@@ -500,6 +527,7 @@ impl Default for Scope {
             join: true,
             done_only: false,
             rejoin: Vec::new(),
+            offline: false,
         }
     }
 }
@@ -537,6 +565,15 @@ pub async fn provision_all(
     use crate::provision::steps::{JOIN, PREPARE_NODE};
     let (cp_failed_tx, cp_failed_rx) = tokio::sync::watch::channel(false);
     let mut cp_failed_tx = Some(cp_failed_tx);
+    // What Windows workers wait on: the release, the network add-on.
+    let cp_name = &plan.control_plane().name;
+    let addon_done = done
+        .get(cp_name)
+        .is_some_and(|d| d.iter().any(|s| s == NETWORK_ADDON));
+    let (release_tx, release_rx) = tokio::sync::watch::channel(plan.kubernetes_release.clone());
+    let (addon_tx, addon_rx) = tokio::sync::watch::channel(addon_done);
+    let (mut release_tx, mut addon_tx) = (Some(release_tx), Some(addon_tx));
+    let software = Arc::new(crate::windows_join::SoftwareCell::new());
     let mut set = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for node in plan.nodes.iter().filter(|n| scope.includes(&n.name)) {
@@ -568,7 +605,21 @@ pub async fn provision_all(
         // Only the control plane's task may report its failure; the
         // others wait on it before `join`.
         let report_failure = if is_cp { cp_failed_tx.take() } else { None };
+        let (release_tx, addon_tx) = if is_cp {
+            (release_tx.take(), addon_tx.take())
+        } else {
+            (None, None)
+        };
         let mut cp_failed = cp_failed_rx.clone();
+        let windows = (scope.join && !scope.done_only && crate::windows_join::joins(plan, node))
+            .then(|| crate::windows_join::Shared {
+                release: release_rx.clone(),
+                addon: addon_rx.clone(),
+                cp_failed: cp_failed_rx.clone(),
+                software: software.clone(),
+                offline: scope.offline,
+            });
+        let node_plan = node.clone();
         let (mut before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
         // The steps up to prepare-node, after which the disk may be kept.
         let capture = if is_cp { capture.clone() } else { None };
@@ -587,7 +638,9 @@ pub async fn provision_all(
             };
             let r = async {
                 send(NodeEvent::WaitingForSsh);
-                let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
+                let (session, waited) = wait_for_ssh(&target, ssh_timeout)
+                    .await
+                    .map_err(|e| ssh_failed(&dirs, &plan, &node_plan, e))?;
                 send(NodeEvent::SshReady(waited));
                 let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
                 if rejoin {
@@ -618,6 +671,9 @@ pub async fn provision_all(
                             PREPARE_NODE,
                             &format!("the cluster's Kubernetes release is {release}"),
                         );
+                        if let Some(tx) = &release_tx {
+                            let _ = tx.send(Some(release.clone()));
+                        }
                         send(NodeEvent::Release(release));
                     }
                 }
@@ -671,6 +727,13 @@ pub async fn provision_all(
                         }
                     }
                 }
+                if let Some(shared) = windows {
+                    crate::windows_join::kubernetes(
+                        &dirs, &plan, &node_plan, &secrets, &session, &mut log, &done, shared,
+                        &send,
+                    )
+                    .await?;
+                }
                 let _ = session.close().await;
                 if is_cp && addon {
                     if done.iter().any(|d| d == NETWORK_ADDON) {
@@ -680,10 +743,15 @@ pub async fn provision_all(
                         send(NodeEvent::Step(StepEvent::Started(NETWORK_ADDON.into())));
                         let started = std::time::Instant::now();
                         match network_addon(&plan, &secrets, &mut log).await {
-                            Ok(()) => send(NodeEvent::Step(StepEvent::Finished(
-                                NETWORK_ADDON.into(),
-                                started.elapsed(),
-                            ))),
+                            Ok(()) => {
+                                if let Some(tx) = &addon_tx {
+                                    let _ = tx.send(true);
+                                }
+                                send(NodeEvent::Step(StepEvent::Finished(
+                                    NETWORK_ADDON.into(),
+                                    started.elapsed(),
+                                )))
+                            }
                             Err(source) => {
                                 let _ = log.line(NETWORK_ADDON, &format!("failed: {source}"));
                                 send(NodeEvent::Step(StepEvent::Failed(
@@ -780,6 +848,7 @@ pub fn apply_event(
             }
             progress.set(node, format!("{s} done in {t:.1?}"));
         }
+        NodeEvent::Note(what) => progress.set(node, what.clone()),
         NodeEvent::Release(release) => {
             // Chosen once: a later report never changes it.
             if st.plan.kubernetes_release.is_none() {
@@ -816,12 +885,64 @@ pub fn apply_event(
 /// minutes "is not sufficient for the initial boot of Windows guests").
 pub const WINDOWS_SSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
 
+/// TEST ONLY: seconds a Windows node may take to answer SSH, instead of
+/// [`WINDOWS_SSH_TIMEOUT`] (the real-VM test of a stand-in Windows disk
+/// that never boots Windows waits for it briefly).
+pub const TEST_WINDOWS_SSH_TIMEOUT_ENV: &str = "DEVCLUSTER_TEST_WINDOWS_SSH_TIMEOUT";
+
 /// The SSH readiness bound of `node`: `base`, or at least
-/// [`WINDOWS_SSH_TIMEOUT`] for a Windows node.
+/// [`WINDOWS_SSH_TIMEOUT`] for a Windows node (unless
+/// [`TEST_WINDOWS_SSH_TIMEOUT_ENV`] says otherwise).
 pub fn ssh_timeout_for(node: &NodePlan, base: std::time::Duration) -> std::time::Duration {
     match node.os {
         Os::Linux => base,
-        Os::Windows => base.max(WINDOWS_SSH_TIMEOUT),
+        Os::Windows => match std::env::var(TEST_WINDOWS_SSH_TIMEOUT_ENV)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            Some(secs) => std::time::Duration::from_secs(secs),
+            None => base.max(WINDOWS_SSH_TIMEOUT),
+        },
+    }
+}
+
+/// A node's SSH wait failed: a Windows node's error says where to watch
+/// its first boot (the provider's console, its serial log, its node log).
+fn ssh_failed(
+    dirs: &Dirs,
+    plan: &Plan,
+    node: &NodePlan,
+    source: crate::provision::ssh::SshError,
+) -> ProvisionError {
+    use crate::provision::ssh::SshError;
+    if node.os != Os::Windows || !matches!(source, SshError::Unreachable { .. }) {
+        return source.into();
+    }
+    let console = match plan.provider {
+        crate::spec::ProviderKind::Libvirt => format!(
+            "its console with `virsh -c {} vncdisplay {}` (a VNC viewer on that display)",
+            plan.libvirt.uri, node.name
+        ),
+        crate::spec::ProviderKind::Hyperv => {
+            format!("its console with `vmconnect localhost {}`", node.name)
+        }
+        crate::spec::ProviderKind::Virtualbox => {
+            format!("its window in VirtualBox Manager (VM {})", node.name)
+        }
+        crate::spec::ProviderKind::Auto => "its console in the hypervisor".to_string(),
+    };
+    let serial = dirs
+        .cluster(&plan.cluster)
+        .join("logs")
+        .join(format!("{}.serial.log", node.name));
+    ProvisionError::WindowsSsh {
+        node: node.name.clone(),
+        look: format!(
+            "a Windows node's first boot runs Windows' specialize pass and the seed's devcluster-node.ps1 before sshd answers; watch {console}, read its serial log {} and `devcluster logs {}`; `devcluster status` shows whether the VM runs",
+            serial.display(),
+            node.name
+        ),
+        source,
     }
 }
 

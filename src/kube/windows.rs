@@ -246,6 +246,53 @@ pub fn windows_node_not_ready(node: &Node, node_ip: &str) -> Option<String> {
     }
 }
 
+/// For each of `nodes` (name, cluster address) not ready for pods,
+/// `name: why` ([`windows_node_not_ready`]), in `nodes` order.
+pub fn windows_nodes_not_ready(listed: &[Node], nodes: &[(String, String)]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|(name, ip)| {
+            let why = match listed
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+            {
+                None => Some("not registered with the API server".to_string()),
+                Some(n) => windows_node_not_ready(n, ip),
+            };
+            why.map(|w| format!("{name}: {w}"))
+        })
+        .collect()
+}
+
+/// Waits until every one of `nodes` (name, cluster address) is ready for
+/// pods; the timeout names what is missing on which node.
+pub async fn wait_windows_nodes_ready(
+    client: &kube::Client,
+    nodes: &[(String, String)],
+    timeout: std::time::Duration,
+) -> Result<(), super::client::KubeError> {
+    let api: kube::Api<Node> = kube::Api::all(client.clone());
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    super::client::poll(
+        format!(
+            "Windows nodes to be ready for pods ({})",
+            names.join(", ")
+        ),
+        timeout,
+        Some(
+            "see the node's `devcluster logs NODE` (join-windows, network-windows); on the node, `Get-Service kubelet, kube-proxy, containerd` and the flanneld scheduled task".into(),
+        ),
+        || async {
+            let listed = api
+                .list(&kube::api::ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(windows_nodes_not_ready(&listed.items, nodes))
+        },
+    )
+    .await
+}
+
 /// `ltsc2022` or `ltsc2025` for a `node.kubernetes.io/windows-build` value
 /// (process isolation needs the container's build to match the node's).
 pub fn ltsc_tag(build: &str) -> Option<&'static str> {
