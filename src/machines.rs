@@ -422,10 +422,24 @@ impl NodesFailed {
             .iter()
             .map(|(node, _)| format!("`devcluster logs {node}`"))
             .collect();
-        Some(format!(
+        // A Windows node that never answered SSH has its own place to look.
+        let windows: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|(node, e)| match e {
+                ProvisionError::WindowsSsh { look, .. } => Some(format!("{node}: {look}")),
+                _ => None,
+            })
+            .collect();
+        let mut hint = format!(
             "see the whole logs with {}; after fixing the cause, `devcluster up` continues from the failed steps",
             logs.join(", ")
-        ))
+        );
+        for w in windows {
+            hint.push_str("; ");
+            hint.push_str(&w);
+        }
+        Some(hint)
     }
 }
 
@@ -935,13 +949,19 @@ fn ssh_failed(
         .cluster(&plan.cluster)
         .join("logs")
         .join(format!("{}.serial.log", node.name));
+    let look = format!(
+        "a Windows node's first boot runs Windows' specialize pass and the seed's devcluster-node.ps1 before sshd answers; watch {console}, read its serial log {} (`devcluster logs {} --serial`); `devcluster status` shows whether the VM runs",
+        serial.display(),
+        node.name
+    );
+    // Its node log has no step yet: say there what happened and where to
+    // look, for `devcluster logs NODE`.
+    if let Ok(mut log) = crate::provision::log::NodeLog::open(dirs, &plan.cluster, &node.name) {
+        let _ = log.line("ssh", &format!("{source}; {look}"));
+    }
     ProvisionError::WindowsSsh {
         node: node.name.clone(),
-        look: format!(
-            "a Windows node's first boot runs Windows' specialize pass and the seed's devcluster-node.ps1 before sshd answers; watch {console}, read its serial log {} and `devcluster logs {}`; `devcluster status` shows whether the VM runs",
-            serial.display(),
-            node.name
-        ),
+        look,
         source,
     }
 }

@@ -8,10 +8,16 @@
 //! kept as the cluster's token ([`crate::kube::token`], shared with `up`). On a cluster whose control plane is not
 //! initialised yet, the node is prepared and `up` joins it later.
 //!
+//! `add --windows` is the same for the lowest free `NAME-winN`, sized and
+//! imaged like the cluster's other Windows workers (else the defaults),
+//! from the Windows base disk `images build` made (missing: refused before
+//! anything changes); its Kubernetes steps are [`crate::windows_join`]'s.
+//!
 //! `remove NODE` cordons and drains the worker through the API server
 //! (DaemonSet and static pods stay, as with `kubectl drain
-//! --ignore-daemonsets`), deletes its Node object, then its VM and disks,
-//! and drops it from the plan. The control plane is never removed:
+//! --ignore-daemonsets`), runs `kubeadm reset` on a Windows worker (so its
+//! kubelet cannot register it again), deletes its Node object, then its VM
+//! and disks, and drops it from the plan. The control plane is never removed:
 //! `destroy` removes whole clusters.
 
 use std::sync::Arc;
