@@ -1,10 +1,14 @@
-//! Windows node software: the catalog of what a Windows worker runs, each
-//! file pinned by version and verified by sha256, fetched once into the
-//! host's cache and uploaded to every Windows node over SSH.
+//! Node software: the catalog of what a node runs that no package
+//! repository gives it, each file pinned by version and verified by
+//! sha256, fetched once into the host's cache and uploaded to the nodes
+//! over SSH: everything a Windows worker runs, and containerd 2.x, runc
+//! and the CNI plugins of a Linux node ([`linux_catalog`]).
 //!
-//! Windows has no package repository devcluster could point a node at (and
-//! `--offline` must hold for Windows nodes too), so the host downloads
-//! every piece through the images machinery ([`super::download`]:
+//! Windows has no package repository devcluster could point a node at, and
+//! Ubuntu 24.04 and Debian 12 package only containerd 1.x, which Kubernetes
+//! 1.36 and later do not support (and `--offline` must hold for these
+//! files too), so the host downloads every piece through the images
+//! machinery ([`super::download`]:
 //! resumable, verified, proxies from the environment) and keeps it in
 //! `<cache>/node-software/NAME/VERSION/`. A node never downloads.
 //!
@@ -27,6 +31,13 @@
 //! publishers' servers (tests/node_software.rs). What was not: the real
 //! URLs (no internet here); a wrong one fails at `up` with the URL in the
 //! message, never with an unverified file.
+//!
+//! A mirror (`DEVCLUSTER_NODE_SOFTWARE_MIRROR`, [`Origins::from_env`]) serves
+//! the same paths under `<mirror>/github.com/…` and `<mirror>/dl.k8s.io/…`
+//! (the layout `wget --mirror` makes), with the publishers' checksum files
+//! beside the files: with a mirror, every entry's sha256 is read from the
+//! mirror's checksum file, pinned ones included (the mirror is trusted as
+//! the publisher is). The real-VM tests serve stand-in files this way.
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +82,36 @@ impl Default for Origins {
     }
 }
 
+/// The environment variable naming a node software mirror (see the module
+/// essay): an `http(s)://` or `file://` base.
+pub const MIRROR_ENV: &str = "DEVCLUSTER_NODE_SOFTWARE_MIRROR";
+
+impl Origins {
+    /// A mirror laid out as `<base>/github.com/…` and
+    /// `<base>/dl.k8s.io/release/…`.
+    pub fn mirror(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        Self {
+            kubernetes: format!("{base}/dl.k8s.io/release"),
+            github: format!("{base}/github.com"),
+        }
+    }
+
+    /// The publishers' servers, or the mirror [`MIRROR_ENV`] names.
+    pub fn from_env() -> Self {
+        match std::env::var(MIRROR_ENV) {
+            Ok(base) if !base.trim().is_empty() => Self::mirror(base.trim()),
+            _ => Self::default(),
+        }
+    }
+
+    /// The publishers' own servers: pinned checksums apply.
+    pub fn is_upstream(&self) -> bool {
+        let d = Self::default();
+        self.kubernetes == d.kubernetes && self.github == d.github
+    }
+}
+
 /// Where an artifact's expected sha256 comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -98,11 +139,15 @@ impl ChecksumSource {
 pub enum Kind {
     /// A single `.exe`, placed as is.
     Exe,
-    /// A `.tar.gz`/`.tgz`, unpacked with Windows' own `tar.exe`.
+    /// A `.tar.gz`/`.tgz`, unpacked on the node (Windows' own `tar.exe`,
+    /// GNU tar on Linux).
     TarGz,
+    /// A single Linux executable (`runc.amd64`), installed under its
+    /// own name.
+    Binary,
 }
 
-/// One file of Windows node software.
+/// One file of node software.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeArtifact {
     /// `kubelet`, `containerd`, … (`[a-z0-9-]+`): the cache folder and the
@@ -135,13 +180,15 @@ pub enum NodeSoftwareError {
     Release(String),
     #[error("Kubernetes {release} is not of a supported minor ({supported})")]
     Unsupported { release: String, supported: String },
-    #[error(
-        "Windows node software {name} {version} is not in the cache, and devcluster is offline"
-    )]
+    #[error("node software {name} {version} is not in the cache, and devcluster is offline")]
     Offline { name: String, version: String },
+    #[error(
+        "node software {name} {version} is not in the cache (`devcluster up` downloads it before provisioning)"
+    )]
+    NotCached { name: String, version: String },
     #[error("{checksum_url} does not give the sha256 of {name}")]
     NotListed { checksum_url: String, name: String },
-    #[error("Windows node software {name} {version}")]
+    #[error("node software {name} {version}")]
     Fetch {
         name: String,
         version: String,
@@ -154,7 +201,10 @@ impl NodeSoftwareError {
     pub fn hint(&self) -> Option<String> {
         match self {
             NodeSoftwareError::Offline { .. } => Some(
-                "run the same command once while online: the Windows node software is downloaded into the cache once and reused offline".into(),
+                "run the same command once while online: the node software is downloaded into the cache once and reused offline".into(),
+            ),
+            NodeSoftwareError::NotCached { .. } => Some(
+                "run `devcluster up` (online once): it downloads the node software into the cache".into(),
             ),
             NodeSoftwareError::Fetch { source, .. } => source.hint(),
             _ => None,
@@ -190,9 +240,10 @@ pub fn catalog_for_plan(plan: &crate::plan::Plan) -> Result<Catalog, NodeSoftwar
     catalog(release)
 }
 
-/// The catalog for Kubernetes `release` from the publishers' servers.
+/// The Windows catalog for Kubernetes `release` from the publishers'
+/// servers (or the mirror of [`Origins::from_env`]).
 pub fn catalog(release: &str) -> Result<Catalog, NodeSoftwareError> {
-    catalog_from(&Origins::default(), release)
+    catalog_from(&Origins::from_env(), release)
 }
 
 /// [`catalog`] with the publishers' servers given (tests).
@@ -304,6 +355,112 @@ pub fn catalog_from(origins: &Origins, release: &str) -> Result<Catalog, NodeSof
         kubernetes: release.to_string(),
         artifacts,
     })
+}
+
+/// containerd 2.x for Linux nodes
+/// (`containerd-<v>-linux-amd64.tar.gz`: `bin/containerd`, its shims and
+/// `ctr`).
+pub const LINUX_CONTAINERD_VERSION: &str = "2.3.4";
+/// opencontainers/runc (`runc.amd64`), the OCI runtime containerd runs.
+pub const RUNC_VERSION: &str = "1.4.3";
+/// containernetworking/plugins for Linux (`bridge`, `host-local`,
+/// `loopback`, `portmap`, …: flannel's CNI config delegates to them).
+pub const LINUX_CNI_PLUGINS_VERSION: &str = "1.9.1";
+
+/// Where the Linux entries' sha256 values were read: kubespray's
+/// checksums at that commit (its defaults are these three versions, the
+/// newest it pins; the keys `containerd_archive_checksums`,
+/// `runc_checksums` and `cni_binary_checksums`, amd64).
+pub const LINUX_CHECKSUMS_SOURCE: &str = "https://github.com/kubernetes-sigs/kubespray/blob/46dbdd3994b32640bcd806b0097f50e8fdf1d514/roles/kubespray_defaults/vars/main/checksums.yml";
+const CONTAINERD_LINUX_SHA256: &str =
+    "9d68969855fbf676cdb8ed758e420fb048d61f984f61de3e53eddfebe484d168";
+const RUNC_SHA256: &str = "f6ae8efc0fa40079e1475e97cbe9d1bd3f106a28d6af78a11d9f1bd565515e60";
+const CNI_PLUGINS_LINUX_SHA256: &str =
+    "b98f74a0f8522f0a83867178729c1aa70f2158f90c45a2ca8fa791db1c76b303";
+
+/// The Linux node software names, the keys prepare-node's environment is
+/// made from ([`crate::provision::steps::prepare_node`]).
+pub const LINUX_CONTAINERD: &str = "linux-containerd";
+pub const LINUX_RUNC: &str = "linux-runc";
+pub const LINUX_CNI_PLUGINS: &str = "linux-cni-plugins";
+
+/// What every Linux node of a Kubernetes cluster installs from upstream
+/// (every supported minor, 1.35 included: one runtime and one install path
+/// for all, where the distributions' containerd 1.6/1.7 would serve only
+/// 1.35), from the publishers' servers (or the mirror of
+/// [`Origins::from_env`]).
+pub fn linux_catalog() -> Vec<NodeArtifact> {
+    linux_catalog_from(&Origins::from_env())
+}
+
+/// [`linux_catalog`] with the servers given. From the publishers' servers
+/// the sha256 values are the pinned ones; from a mirror they are read
+/// from the mirror's checksum files (the publishers' names and formats).
+pub fn linux_catalog_from(origins: &Origins) -> Vec<NodeArtifact> {
+    let entry = |name: &'static str,
+                 repo: &str,
+                 version: &str,
+                 file_name: String,
+                 sums_file: String,
+                 sha256: &str,
+                 kind: Kind,
+                 purpose: &'static str| {
+        let dir = format!("{}/{repo}/releases/download/v{version}", origins.github);
+        let checksum = if origins.is_upstream() {
+            ChecksumSource::Pinned {
+                sha256: sha256.to_string(),
+                source: LINUX_CHECKSUMS_SOURCE.to_string(),
+            }
+        } else {
+            ChecksumSource::File {
+                url: format!("{dir}/{sums_file}"),
+                name: file_name.clone(),
+            }
+        };
+        NodeArtifact {
+            name,
+            version: version.to_string(),
+            url: format!("{dir}/{file_name}"),
+            file_name,
+            kind,
+            checksum,
+            purpose,
+        }
+    };
+    let containerd = format!("containerd-{LINUX_CONTAINERD_VERSION}-linux-amd64.tar.gz");
+    let cni = format!("cni-plugins-linux-amd64-v{LINUX_CNI_PLUGINS_VERSION}.tgz");
+    vec![
+        entry(
+            LINUX_CONTAINERD,
+            "containerd/containerd",
+            LINUX_CONTAINERD_VERSION,
+            containerd.clone(),
+            format!("{containerd}.sha256sum"),
+            CONTAINERD_LINUX_SHA256,
+            Kind::TarGz,
+            "the container runtime, unpacked into /usr/local (CRI on /run/containerd/containerd.sock)",
+        ),
+        entry(
+            LINUX_RUNC,
+            "opencontainers/runc",
+            RUNC_VERSION,
+            "runc.amd64".into(),
+            "runc.sha256sum".into(),
+            RUNC_SHA256,
+            Kind::Binary,
+            "the OCI runtime containerd starts containers with, /usr/local/sbin/runc",
+        ),
+        entry(
+            LINUX_CNI_PLUGINS,
+            "containernetworking/plugins",
+            LINUX_CNI_PLUGINS_VERSION,
+            cni.clone(),
+            format!("{cni}.sha256"),
+            CNI_PLUGINS_LINUX_SHA256,
+            Kind::TarGz,
+            "bridge, host-local, loopback, portmap, … in /opt/cni/bin (flannel delegates to them)",
+        ),
+    ]
 }
 
 /// An artifact in the cache, verified.
@@ -502,6 +659,72 @@ pub async fn ensure_all(
     Ok(out)
 }
 
+/// The node software of a plan's nodes, in the cache and verified: what
+/// provisioning uploads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PlanSoftware {
+    /// [`linux_catalog`], when the plan has Linux nodes with Kubernetes.
+    pub linux: Vec<CachedArtifact>,
+    /// The Windows catalog of the plan's one release, when it has Windows
+    /// workers with Kubernetes and the release is chosen (before that it is
+    /// empty: the control plane's first prepare-node chooses it).
+    pub windows: Vec<CachedArtifact>,
+}
+
+/// Whether `plan`'s Linux nodes need [`linux_catalog`]: every Kubernetes
+/// cluster's do (not `--no-kubernetes`).
+pub fn linux_needed(plan: &crate::plan::Plan) -> bool {
+    plan.kubernetes
+        && plan
+            .nodes
+            .iter()
+            .any(|n| n.os == crate::plan::Os::Linux)
+}
+
+/// Whether `plan` needs the Windows catalog now (see [`PlanSoftware::windows`]).
+pub fn windows_needed(plan: &crate::plan::Plan) -> bool {
+    plan.kubernetes
+        && plan.kubernetes_release.is_some()
+        && plan
+            .nodes
+            .iter()
+            .any(|n| n.os == crate::plan::Os::Windows)
+}
+
+/// Fetches the node software `plan` needs through the cache (once; then
+/// from the cache, also offline), before provisioning. The one call `up`
+/// and `node add` make.
+pub async fn ensure_for_plan(
+    dirs: &Dirs,
+    plan: &crate::plan::Plan,
+    fetch: &Fetch<'_>,
+) -> Result<PlanSoftware, NodeSoftwareError> {
+    let mut out = PlanSoftware::default();
+    if linux_needed(plan) {
+        for a in &linux_catalog() {
+            out.linux.push(ensure(dirs, a, fetch).await?);
+        }
+    }
+    if windows_needed(plan) {
+        out.windows = ensure_all(dirs, &catalog_for_plan(plan)?, fetch).await?;
+    }
+    Ok(out)
+}
+
+/// [`linux_catalog`] from the cache only (no network): what a Linux node's
+/// prepare-node uploads.
+pub fn cached_linux(dirs: &Dirs) -> Result<Vec<CachedArtifact>, NodeSoftwareError> {
+    linux_catalog()
+        .iter()
+        .map(|a| {
+            cached(dirs, a).ok_or_else(|| NodeSoftwareError::NotCached {
+                name: a.name.to_string(),
+                version: a.version.clone(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,4 +825,74 @@ mod tests {
         );
         assert_eq!(parse_checksum("not a hash", "x"), None);
     }
+
+    #[test]
+    fn linux_entries_are_pinned_from_kubespray_or_read_from_a_mirror() {
+        let c = linux_catalog_from(&Origins::default());
+        let names: Vec<&str> = c.iter().map(|a| a.name).collect();
+        assert_eq!(names, [LINUX_CONTAINERD, LINUX_RUNC, LINUX_CNI_PLUGINS]);
+        assert_eq!(
+            c[0].url,
+            "https://github.com/containerd/containerd/releases/download/v2.3.4/containerd-2.3.4-linux-amd64.tar.gz"
+        );
+        assert_eq!(
+            c[1].url,
+            "https://github.com/opencontainers/runc/releases/download/v1.4.3/runc.amd64"
+        );
+        assert_eq!(
+            c[2].url,
+            "https://github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz"
+        );
+        assert!(c[0].version.starts_with("2."), "containerd 2.x");
+        assert_eq!(
+            c.iter().map(|a| a.kind).collect::<Vec<_>>(),
+            [Kind::TarGz, Kind::Binary, Kind::TarGz]
+        );
+        for a in &c {
+            assert!(a.url.ends_with(&a.file_name), "{a:?}");
+            let ChecksumSource::Pinned { sha256, source } = &a.checksum else {
+                panic!("upstream Linux entries are pinned: {a:?}");
+            };
+            assert_eq!(sha256.len(), 64, "{a:?}");
+            assert!(sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert_eq!(source, LINUX_CHECKSUMS_SOURCE);
+        }
+        // A mirror: the same paths under github.com/, the publishers'
+        // checksum files beside them.
+        let m = linux_catalog_from(&Origins::mirror("file:///srv/m/"));
+        assert_eq!(
+            m[0].url,
+            "file:///srv/m/github.com/containerd/containerd/releases/download/v2.3.4/containerd-2.3.4-linux-amd64.tar.gz"
+        );
+        let sums: Vec<(String, String)> = m
+            .iter()
+            .map(|a| match &a.checksum {
+                ChecksumSource::File { url, name } => (url.clone(), name.clone()),
+                other => panic!("a mirror's checksums are read from it: {other:?}"),
+            })
+            .collect();
+        assert_eq!(sums[0].0, format!("{}.sha256sum", m[0].url));
+        assert_eq!(
+            sums[1].0,
+            "file:///srv/m/github.com/opencontainers/runc/releases/download/v1.4.3/runc.sha256sum"
+        );
+        assert_eq!(sums[1].1, "runc.amd64");
+        assert_eq!(sums[2].0, format!("{}.sha256", m[2].url));
+        assert!(!Origins::mirror("http://127.0.0.1:1").is_upstream());
+        assert!(Origins::default().is_upstream());
+    }
+
+    #[test]
+    fn kubernetes_clusters_need_the_linux_software_and_windows_waits_for_the_release() {
+        let mut plan = crate::kube::kubeadm::tests::plan("1.35");
+        assert!(linux_needed(&plan), "1.35 too: one runtime for every minor");
+        plan.kubernetes_release = None;
+        assert!(!windows_needed(&plan), "no release chosen yet");
+        plan.kubernetes_release = Some("1.35.2".into());
+        assert!(windows_needed(&plan));
+        plan.kubernetes = false;
+        assert!(!linux_needed(&plan));
+        assert!(!windows_needed(&plan));
+    }
+
 }
