@@ -157,18 +157,56 @@ async fn software(
     fetched
 }
 
+/// Where the host keeps when a Windows node's agent tokens expire (not a
+/// secret): `<cluster>/windows-agents/NODE.json`.
+pub fn agent_record_path(dirs: &Dirs, cluster: &str, node: &str) -> std::path::PathBuf {
+    dirs.cluster(cluster)
+        .join("windows-agents")
+        .join(format!("{node}.json"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AgentRecord {
+    /// RFC 3339: the earlier of the two tokens' expiry.
+    expires: String,
+}
+
+fn read_expiry(dirs: &Dirs, cluster: &str, node: &str) -> Option<time::OffsetDateTime> {
+    let text = std::fs::read(agent_record_path(dirs, cluster, node)).ok()?;
+    let r: AgentRecord = serde_json::from_slice(&text).ok()?;
+    time::OffsetDateTime::parse(&r.expires, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn write_expiry(dirs: &Dirs, cluster: &str, node: &str, expires: time::OffsetDateTime) {
+    let path = agent_record_path(dirs, cluster, node);
+    let Ok(expires) = expires.format(&time::format_description::well_known::Rfc3339) else {
+        return;
+    };
+    let text = serde_json::to_vec_pretty(&AgentRecord { expires }).unwrap_or_default();
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = crate::fsutil::atomic_write(&path, &text, crate::fsutil::Access::Normal);
+}
+
+/// `node remove`: the node's record goes with it.
+pub fn forget_agent_tokens(dirs: &Dirs, cluster: &str, node: &str) {
+    let _ = std::fs::remove_file(agent_record_path(dirs, cluster, node));
+}
+
 /// The agents' tokens from the TokenRequest API, with the admin
-/// kubeconfig on the host (the node never sees that).
+/// kubeconfig on the host (the node never sees that), and the earlier of
+/// their expiries.
 async fn agent_tokens(
     secrets: &ClusterSecrets,
-) -> Result<AgentTokens, crate::kube::client::KubeError> {
+) -> Result<(AgentTokens, Option<time::OffsetDateTime>), crate::kube::client::KubeError> {
     use crate::kube::{client::KubeError, windows};
     let kube =
         crate::kube::client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
     let token = |ns: &'static str, sa: &'static str| {
         let kube = kube.clone();
         async move {
-            windows::agent_token(&kube, ns, sa)
+            windows::agent_token_expiring(&kube, ns, sa)
                 .await
                 .map_err(|source| KubeError::Token {
                     account: format!("{ns}/{sa}"),
@@ -176,10 +214,19 @@ async fn agent_tokens(
                 })
         }
     };
-    Ok(AgentTokens {
-        flannel: token(windows::FLANNEL_NAMESPACE, windows::FLANNEL_WINDOWS_SA).await?,
-        kube_proxy: token("kube-system", windows::KUBE_PROXY_WINDOWS_SA).await?,
-    })
+    let (flannel, a) = token(windows::FLANNEL_NAMESPACE, windows::FLANNEL_WINDOWS_SA).await?;
+    let (kube_proxy, b) = token("kube-system", windows::KUBE_PROXY_WINDOWS_SA).await?;
+    let expires = match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => None,
+    };
+    Ok((
+        AgentTokens {
+            flannel,
+            kube_proxy,
+        },
+        expires,
+    ))
 }
 
 /// The Kubernetes steps of Windows worker `node` (see the module
@@ -262,6 +309,23 @@ pub async fn kubernetes(
         }
     }
 
+    // Agent tokens close to expiry (a year after they were asked for):
+    // network-windows runs again with new ones.
+    let mut done = done.to_vec();
+    if done.iter().any(|d| d == windows_node::NETWORK) {
+        let expires = read_expiry(dirs, &plan.cluster, name);
+        let decision =
+            crate::kube::windows::decide_agent_tokens(expires, time::OffsetDateTime::now_utc());
+        if decision.renew() {
+            let _ = log.line(
+                windows_node::NETWORK,
+                &format!("renewing the agents' tokens ({decision:?}, expiry {expires:?})"),
+            );
+            crate::provision::forget_step(session, windows_node::NETWORK).await?;
+            done.retain(|d| d != windows_node::NETWORK);
+        }
+    }
+    let done = done.as_slice();
     if !skip_if_done(windows_node::NETWORK, done, log, &send) {
         let mut addon = shared.addon.clone();
         let _ = log.line(
@@ -278,15 +342,19 @@ pub async fn kubernetes(
                 step: windows_node::NETWORK.into(),
             });
         }
-        let tokens = agent_tokens(secrets)
-            .await
-            .map_err(|source| ProvisionError::Kube {
-                node: name.to_string(),
-                step: windows_node::NETWORK.into(),
-                source: Box::new(source),
-            })?;
+        let (tokens, expires) =
+            agent_tokens(secrets)
+                .await
+                .map_err(|source| ProvisionError::Kube {
+                    node: name.to_string(),
+                    step: windows_node::NETWORK.into(),
+                    source: Box::new(source),
+                })?;
         let step = windows_node::network(&plan, node, secrets, &tokens, &deadlines).map_err(bug)?;
         run(session, step, done, log, &send).await?;
+        if let Some(expires) = expires {
+            write_expiry(dirs, &plan.cluster, name, expires);
+        }
     }
     Ok(())
 }
@@ -402,6 +470,19 @@ mod tests {
             let steps = crate::machines::node_steps(&machines, node, &secrets).unwrap();
             assert_eq!(steps.len(), 1);
         }
+    }
+
+    #[test]
+    fn the_agents_expiry_is_kept_per_node_and_forgotten_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        assert_eq!(read_expiry(&dirs, "dev", "dev-win1"), None);
+        let at = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        write_expiry(&dirs, "dev", "dev-win1", at);
+        assert_eq!(read_expiry(&dirs, "dev", "dev-win1"), Some(at));
+        assert_eq!(read_expiry(&dirs, "dev", "dev-win2"), None);
+        forget_agent_tokens(&dirs, "dev", "dev-win1");
+        assert_eq!(read_expiry(&dirs, "dev", "dev-win1"), None);
     }
 
     #[test]

@@ -323,6 +323,7 @@ fn remove(ctx: &Ctx, args: &NodeRemoveArgs) -> anyhow::Result<ExitStatus> {
     result?;
     st.plan.nodes.retain(|n| n.name != node.name);
     st.nodes.remove(&node.name);
+    crate::windows_join::forget_agent_tokens(&ctx.dirs, name, &node.name);
     state::save(&ctx.dirs, &st)?;
     // known_hosts follows the plan.
     crate::pki::ensure(&ctx.dirs, &st.plan)?;

@@ -674,21 +674,14 @@ pub struct PlanSoftware {
 /// Whether `plan`'s Linux nodes need [`linux_catalog`]: every Kubernetes
 /// cluster's do (not `--no-kubernetes`).
 pub fn linux_needed(plan: &crate::plan::Plan) -> bool {
-    plan.kubernetes
-        && plan
-            .nodes
-            .iter()
-            .any(|n| n.os == crate::plan::Os::Linux)
+    plan.kubernetes && plan.nodes.iter().any(|n| n.os == crate::plan::Os::Linux)
 }
 
 /// Whether `plan` needs the Windows catalog now (see [`PlanSoftware::windows`]).
 pub fn windows_needed(plan: &crate::plan::Plan) -> bool {
     plan.kubernetes
         && plan.kubernetes_release.is_some()
-        && plan
-            .nodes
-            .iter()
-            .any(|n| n.os == crate::plan::Os::Windows)
+        && plan.nodes.iter().any(|n| n.os == crate::plan::Os::Windows)
 }
 
 /// Fetches the node software `plan` needs through the cache (once; then
@@ -854,7 +847,11 @@ mod tests {
                 panic!("upstream Linux entries are pinned: {a:?}");
             };
             assert_eq!(sha256.len(), 64, "{a:?}");
-            assert!(sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(
+                sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
             assert_eq!(source, LINUX_CHECKSUMS_SOURCE);
         }
         // A mirror: the same paths under github.com/, the publishers'
@@ -894,5 +891,4 @@ mod tests {
         assert!(!linux_needed(&plan));
         assert!(!windows_needed(&plan));
     }
-
 }
