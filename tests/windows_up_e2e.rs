@@ -31,7 +31,7 @@ use std::time::Instant;
 use common::Test;
 use common::vms::{ClusterCleanup, step_lines, virsh, virsh_status};
 use devcluster::images::golden::{self, Made, ProviderVolume};
-use devcluster::images::{self, Format, winbase};
+use devcluster::images::{Format, winbase};
 use devcluster::spec::ProviderKind;
 
 const CP: &str = "wu-cp";
@@ -75,23 +75,7 @@ impl Drop for BaseCleanup {
 fn stand_in_windows(t: &Test) {
     let dirs = t.dirs();
     let iso = t.home().join("standin-win.iso");
-    devcluster::seed::iso::write(
-        &iso,
-        "SSS_X64FREE_DV9",
-        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
-    )
-    .unwrap();
-    let sha = images::sha256_file(&iso).unwrap();
-    let catalog = dirs.config.join("images");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(
-        catalog.join("windows-server-2025.toml"),
-        format!(
-            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
-            iso.display()
-        ),
-    )
-    .unwrap();
+    let sha = common::stand_in_windows_iso(&dirs, &iso);
     if !virsh_status(&["pool-info", IMAGES_POOL]).0 {
         let target = format!("/var/lib/libvirt/images/{IMAGES_POOL}");
         assert!(virsh_status(&["pool-define-as", IMAGES_POOL, "dir", "--target", &target]).0);
