@@ -644,7 +644,15 @@ pub async fn provision_all(
         let (dirs, plan, secrets) = (dirs.clone(), plan.clone(), secrets.clone());
         let name = node.name.clone();
         let ssh_timeout = ssh_timeout_for(node, ssh_timeout);
-        let rejoin = scope.rejoin.contains(&name) && !join.is_empty();
+        // A Windows worker's join steps are windows_join's.
+        let rejoin_steps: Vec<&'static str> = if windows.is_some() {
+            crate::windows_join::JOIN_STEPS.to_vec()
+        } else if !join.is_empty() {
+            vec![JOIN]
+        } else {
+            Vec::new()
+        };
+        let rejoin = scope.rejoin.contains(&name) && !rejoin_steps.is_empty();
         let tx = events.clone();
         set.spawn(async move {
             let send = |ev: NodeEvent| {
@@ -658,8 +666,10 @@ pub async fn provision_all(
                 send(NodeEvent::SshReady(waited));
                 let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
                 if rejoin {
-                    crate::provision::forget_step(&session, JOIN).await?;
-                    let _ = log.line(JOIN, "forgotten: the control plane was re-created");
+                    for step in &rejoin_steps {
+                        crate::provision::forget_step(&session, step).await?;
+                        let _ = log.line(step, "forgotten: the control plane was re-created");
+                    }
                 }
                 let mut prepared = None;
                 crate::provision::run_steps(&session, &before, &done, &mut log, |ev| {
@@ -793,6 +803,9 @@ pub async fn provision_all(
         });
     }
     drop(events);
+    // Without the control plane in scope nobody chooses a release or
+    // applies the add-on: a Windows worker waiting on them stops.
+    drop((release_tx, addon_tx));
     // A control plane that could not even start its task.
     let cp = &plan.control_plane().name;
     if let Some(tx) = cp_failed_tx

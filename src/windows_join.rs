@@ -65,6 +65,10 @@ pub const STEPS: [&str; 3] = [
     windows_node::NETWORK,
 ];
 
+/// The steps a Windows worker runs again when the control plane was
+/// re-created (a new cluster: a new join, new agent identities).
+pub const JOIN_STEPS: [&str; 2] = [windows_node::JOIN, windows_node::NETWORK];
+
 /// Waits for `wanted`, or fails when the control plane fails first.
 async fn unless_cp_fails<T>(
     cp_failed: &mut tokio::sync::watch::Receiver<bool>,
