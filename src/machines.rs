@@ -1063,3 +1063,50 @@ pub async fn sync_clocks(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Windows node that never answers SSH: the error names it, the hint
+    /// says where to look (console, serial log), its node log says the
+    /// same, and the several-nodes hint keeps it. A Linux node's error is
+    /// the SSH error itself.
+    #[test]
+    fn a_windows_ssh_wait_that_fails_says_where_to_look() {
+        use crate::provision::ssh::{ConnectError, SshError};
+        let mut plan = crate::kube::kubeadm::tests::plan("1.36");
+        plan.provider = crate::spec::ProviderKind::Libvirt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        let unreachable = |node: &str| SshError::Unreachable {
+            node: node.into(),
+            addr: "192.168.100.31:22".into(),
+            waited: std::time::Duration::from_secs(90),
+            attempts: 7,
+            source: ConnectError::TimedOut(std::time::Duration::from_secs(20)),
+        };
+        let win = plan.node("dev-win1").unwrap();
+        let e = ssh_failed(&dirs, &plan, win, unreachable("dev-win1"));
+        assert_eq!(e.to_string(), "Windows node dev-win1 did not answer SSH");
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("vncdisplay dev-win1"), "{hint}");
+        assert!(hint.contains("dev-win1.serial.log"), "{hint}");
+        let log =
+            std::fs::read_to_string(crate::provision::log::log_path(&dirs, "dev", "dev-win1"))
+                .unwrap();
+        assert!(
+            log.contains("[ssh] dev-win1 (192.168.100.31:22) did not answer SSH within 90s"),
+            "{log}"
+        );
+        let linux = plan.node("dev-w1").unwrap();
+        let l = ssh_failed(&dirs, &plan, linux, unreachable("dev-w1"));
+        assert!(matches!(l, ProvisionError::Ssh(_)), "{l:?}");
+        let both = NodesFailed(vec![("dev-w1".into(), l), ("dev-win1".into(), e)]);
+        let hint = both.hint().unwrap();
+        assert!(
+            hint.contains("dev-win1: a Windows node's first boot"),
+            "{hint}"
+        );
+    }
+}
