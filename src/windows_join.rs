@@ -210,12 +210,21 @@ async fn agent_tokens(
     let token = |ns: &'static str, sa: &'static str| {
         let kube = kube.clone();
         async move {
-            windows::agent_token_expiring(&kube, ns, sa)
-                .await
-                .map_err(|source| KubeError::Token {
+            let (token, expires) =
+                windows::agent_token_expiring(&kube, ns, sa)
+                    .await
+                    .map_err(|source| KubeError::Token {
+                        account: format!("{ns}/{sa}"),
+                        source,
+                    })?;
+            // An answer without a token would leave the agent unable to
+            // authenticate: refuse it here rather than time out later.
+            if token.expose().is_empty() {
+                return Err(KubeError::NoToken {
                     account: format!("{ns}/{sa}"),
-                    source,
-                })
+                });
+            }
+            Ok((token, expires))
         }
     };
     let (flannel, a) = token(windows::FLANNEL_NAMESPACE, windows::FLANNEL_WINDOWS_SA).await?;

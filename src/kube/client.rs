@@ -68,6 +68,8 @@ pub enum KubeError {
         #[source]
         source: ::kube::Error,
     },
+    #[error("the TokenRequest for ServiceAccount {account} returned no token")]
+    NoToken { account: String },
     #[error("{0}")]
     Timeout(TimedOut),
 }
