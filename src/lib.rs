@@ -34,6 +34,7 @@ pub(crate) mod test_support;
 pub mod ui;
 pub mod versions;
 pub mod winbuild;
+pub mod windows_join;
 
 use std::process::ExitCode;
 

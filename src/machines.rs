@@ -322,7 +322,9 @@ pub enum NodeEvent {
     SshReady(std::time::Duration),
     Step(crate::provision::StepEvent),
     Golden(GoldenEvent),
-    /// Waiting for another node (what for, as a person reads it).
+    /// What the node's task waits for between steps, as a person reads
+    /// it: another node (the control plane's release, its network add-on)
+    /// or the host (fetching the node's software).
     Waiting(String),
     /// The control plane's prepare-node installed this patch release
     /// (`X.Y.Z`): the cluster's, from now on ([`Plan::kubernetes_release`]).
@@ -363,17 +365,27 @@ pub enum ProvisionError {
         step: String,
         control_plane: String,
     },
-    #[error("node {node}: cannot upload its node software")]
+    #[error("node {node}: cannot get its node software")]
     NodeSoftware {
         node: String,
         #[source]
-        source: crate::images::node_software::NodeSoftwareError,
+        source: Arc<crate::images::node_software::NodeSoftwareError>,
     },
     #[error("node {node}: cannot make its steps")]
     Steps {
         node: String,
         #[source]
         source: crate::error::Bug,
+    },
+    /// A Windows node that never answered SSH: its first boot is where it
+    /// went wrong, so the hint says where to watch it.
+    #[error("Windows node {node} did not answer SSH")]
+    WindowsSsh {
+        node: String,
+        /// Where to look: the console and the serial log, per provider.
+        look: String,
+        #[source]
+        source: crate::provision::ssh::SshError,
     },
 }
 
@@ -389,6 +401,7 @@ impl ProvisionError {
                 "fix the control plane's failure (above), then run `devcluster up` again".into(),
             ),
             ProvisionError::NodeSoftware { source, .. } => source.hint(),
+            ProvisionError::WindowsSsh { look, .. } => Some(look.clone()),
             _ => None,
         }
     }
@@ -414,10 +427,24 @@ impl NodesFailed {
             .iter()
             .map(|(node, _)| format!("`devcluster logs {node}`"))
             .collect();
-        Some(format!(
+        // A Windows node that never answered SSH has its own place to look.
+        let windows: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|(node, e)| match e {
+                ProvisionError::WindowsSsh { look, .. } => Some(format!("{node}: {look}")),
+                _ => None,
+            })
+            .collect();
+        let mut hint = format!(
             "see the whole logs with {}; after fixing the cause, `devcluster up` continues from the failed steps",
             logs.join(", ")
-        ))
+        );
+        for w in windows {
+            hint.push_str("; ");
+            hint.push_str(&w);
+        }
+        Some(hint)
     }
 }
 
@@ -436,7 +463,10 @@ pub fn node_steps(
 ) -> Result<Vec<crate::provision::Step>, crate::error::Bug> {
     use crate::provision::steps;
     let mut out = vec![steps::prepare_os(plan, node)];
-    if plan.kubernetes {
+    // A Windows worker's Kubernetes steps need the cluster's release and
+    // its agents' tokens first: its task builds them
+    // ([`crate::windows_join::kubernetes`]).
+    if plan.kubernetes && node.os == Os::Linux {
         out.extend(steps::kubernetes_steps(plan, node, secrets, software)?);
     }
     Ok(out
@@ -535,6 +565,9 @@ pub struct Scope {
     /// Workers to join again (a re-created control plane): their guest's
     /// `join` marker is removed before their steps run.
     pub rejoin: Vec<String>,
+    /// Never download (`--offline`): Windows workers' node software must
+    /// be in the host's cache.
+    pub offline: bool,
 }
 
 impl Default for Scope {
@@ -544,6 +577,7 @@ impl Default for Scope {
             join: true,
             done_only: false,
             rejoin: Vec::new(),
+            offline: false,
         }
     }
 }
@@ -586,6 +620,14 @@ pub async fn provision_all(
     // Linux nodes upload containerd, runc and the CNI plugins from the
     // cache (`up` and `node add` fetched them before provisioning).
     let linux_software = crate::images::node_software::linux_needed(plan);
+    // What Windows workers wait on besides the control plane's progress
+    // (the release): the network add-on.
+    let addon_done = done
+        .get(&cp_name)
+        .is_some_and(|d| d.iter().any(|s| s == NETWORK_ADDON));
+    let (addon_tx, addon_rx) = tokio::sync::watch::channel(addon_done);
+    let mut addon_tx = Some(addon_tx);
+    let windows_software = Arc::new(crate::windows_join::SoftwareCell::new());
     let mut set = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for node in plan.nodes.iter().filter(|n| scope.includes(&n.name)) {
@@ -609,7 +651,10 @@ pub async fn provision_all(
                     let node = node.name.clone();
                     results.push((
                         node.clone(),
-                        Err(ProvisionError::NodeSoftware { node, source }),
+                        Err(ProvisionError::NodeSoftware {
+                            node,
+                            source: Arc::new(source),
+                        }),
                     ));
                     continue;
                 }
@@ -635,9 +680,17 @@ pub async fn provision_all(
         // Only the control plane's task reports its progress; the workers
         // wait on it before prepare-node (for the release) and `join`.
         let report = if is_cp { cp_tx.take() } else { None };
+        let addon_tx = if is_cp { addon_tx.take() } else { None };
         let mut cp_progress = cp_rx.clone();
         let runs_prepare_node = !prepared && steps.iter().any(|s| s.name == PREPARE_NODE);
         let waits = prepare_node_waits(plan, node, cp_in_run, runs_prepare_node);
+        let windows = (scope.join && !scope.done_only && crate::windows_join::joins(plan, node))
+            .then(|| crate::windows_join::Shared {
+                control_plane: cp_rx.clone(),
+                addon: addon_rx.clone(),
+                software: windows_software.clone(),
+                offline: scope.offline,
+            });
         let (mut before, join): (Vec<_>, Vec<_>) = steps.into_iter().partition(|s| s.name != JOIN);
         // The steps through prepare-node (after which the control plane's
         // release is read and its disk may be kept), then the rest; a
@@ -653,7 +706,15 @@ pub async fn provision_all(
         let cp_name = cp_name.clone();
         let name = node.name.clone();
         let ssh_timeout = ssh_timeout_for(node, ssh_timeout);
-        let rejoin = scope.rejoin.contains(&name) && !join.is_empty();
+        // A Windows worker's join steps are windows_join's.
+        let rejoin_steps: Vec<&'static str> = if windows.is_some() {
+            crate::windows_join::JOIN_STEPS.to_vec()
+        } else if !join.is_empty() {
+            vec![JOIN]
+        } else {
+            Vec::new()
+        };
+        let rejoin = scope.rejoin.contains(&name) && !rejoin_steps.is_empty();
         let tx = events.clone();
         set.spawn(async move {
             let send = |ev: NodeEvent| {
@@ -661,7 +722,9 @@ pub async fn provision_all(
             };
             let r = async {
                 send(NodeEvent::WaitingForSsh);
-                let (session, waited) = wait_for_ssh(&target, ssh_timeout).await?;
+                let (session, waited) = wait_for_ssh(&target, ssh_timeout)
+                    .await
+                    .map_err(|e| ssh_failed(&dirs, &plan, &node_plan, e))?;
                 send(NodeEvent::SshReady(waited));
                 let mut log = crate::provision::log::NodeLog::open(&dirs, &plan.cluster, &name)?;
                 // This worker gives up on `step` because the control plane failed.
@@ -674,8 +737,10 @@ pub async fn provision_all(
                     }
                 };
                 if rejoin {
-                    crate::provision::forget_step(&session, JOIN).await?;
-                    let _ = log.line(JOIN, "forgotten: the control plane was re-created");
+                    for step in &rejoin_steps {
+                        crate::provision::forget_step(&session, step).await?;
+                        let _ = log.line(step, "forgotten: the control plane was re-created");
+                    }
                 }
                 let mut prepared = None;
                 crate::provision::run_steps(&session, &before, &done, &mut log, |ev| {
@@ -791,6 +856,13 @@ pub async fn provision_all(
                         () = failed => return Err(stopped(&mut log, JOIN, "stopped")),
                     }
                 }
+                if let Some(shared) = windows {
+                    crate::windows_join::kubernetes(
+                        &dirs, &plan, &node_plan, &secrets, &session, &mut log, &done, shared,
+                        &send,
+                    )
+                    .await?;
+                }
                 let _ = session.close().await;
                 if is_cp && addon {
                     if done.iter().any(|d| d == NETWORK_ADDON) {
@@ -800,10 +872,15 @@ pub async fn provision_all(
                         send(NodeEvent::Step(StepEvent::Started(NETWORK_ADDON.into())));
                         let started = std::time::Instant::now();
                         match network_addon(&plan, &secrets, &mut log).await {
-                            Ok(()) => send(NodeEvent::Step(StepEvent::Finished(
-                                NETWORK_ADDON.into(),
-                                started.elapsed(),
-                            ))),
+                            Ok(()) => {
+                                if let Some(tx) = &addon_tx {
+                                    let _ = tx.send(true);
+                                }
+                                send(NodeEvent::Step(StepEvent::Finished(
+                                    NETWORK_ADDON.into(),
+                                    started.elapsed(),
+                                )))
+                            }
                             Err(source) => {
                                 let _ = log.line(NETWORK_ADDON, &format!("failed: {source}"));
                                 send(NodeEvent::Step(StepEvent::Failed(
@@ -831,6 +908,9 @@ pub async fn provision_all(
         });
     }
     drop(events);
+    // Without the control plane in scope nobody chooses a release or
+    // applies the add-on: a Windows worker waiting on them stops.
+    drop(addon_tx);
     // A control plane that could not even start its task.
     let cp = &plan.control_plane().name;
     if let Some(tx) = cp_tx
@@ -937,12 +1017,70 @@ pub fn apply_event(
 /// minutes "is not sufficient for the initial boot of Windows guests").
 pub const WINDOWS_SSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
 
+/// TEST ONLY: seconds a Windows node may take to answer SSH, instead of
+/// [`WINDOWS_SSH_TIMEOUT`] (the real-VM test of a stand-in Windows disk
+/// that never boots Windows waits for it briefly).
+pub const TEST_WINDOWS_SSH_TIMEOUT_ENV: &str = "DEVCLUSTER_TEST_WINDOWS_SSH_TIMEOUT";
+
 /// The SSH readiness bound of `node`: `base`, or at least
-/// [`WINDOWS_SSH_TIMEOUT`] for a Windows node.
+/// [`WINDOWS_SSH_TIMEOUT`] for a Windows node (unless
+/// [`TEST_WINDOWS_SSH_TIMEOUT_ENV`] says otherwise).
 pub fn ssh_timeout_for(node: &NodePlan, base: std::time::Duration) -> std::time::Duration {
     match node.os {
         Os::Linux => base,
-        Os::Windows => base.max(WINDOWS_SSH_TIMEOUT),
+        Os::Windows => match std::env::var(TEST_WINDOWS_SSH_TIMEOUT_ENV)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            Some(secs) => std::time::Duration::from_secs(secs),
+            None => base.max(WINDOWS_SSH_TIMEOUT),
+        },
+    }
+}
+
+/// A node's SSH wait failed: a Windows node's error says where to watch
+/// its first boot (the provider's console, its serial log, its node log).
+fn ssh_failed(
+    dirs: &Dirs,
+    plan: &Plan,
+    node: &NodePlan,
+    source: crate::provision::ssh::SshError,
+) -> ProvisionError {
+    use crate::provision::ssh::SshError;
+    if node.os != Os::Windows || !matches!(source, SshError::Unreachable { .. }) {
+        return source.into();
+    }
+    let console = match plan.provider {
+        crate::spec::ProviderKind::Libvirt => format!(
+            "its console with `virsh -c {} vncdisplay {}` (a VNC viewer on that display)",
+            plan.libvirt.uri, node.name
+        ),
+        crate::spec::ProviderKind::Hyperv => {
+            format!("its console with `vmconnect localhost {}`", node.name)
+        }
+        crate::spec::ProviderKind::Virtualbox => {
+            format!("its window in VirtualBox Manager (VM {})", node.name)
+        }
+        crate::spec::ProviderKind::Auto => "its console in the hypervisor".to_string(),
+    };
+    let serial = dirs
+        .cluster(&plan.cluster)
+        .join("logs")
+        .join(format!("{}.serial.log", node.name));
+    let look = format!(
+        "a Windows node's first boot runs Windows' specialize pass and the seed's devcluster-node.ps1 before sshd answers; watch {console}, read its serial log {} (`devcluster logs {} --serial`); `devcluster status` shows whether the VM runs",
+        serial.display(),
+        node.name
+    );
+    // Its node log has no step yet: say there what happened and where to
+    // look, for `devcluster logs NODE`.
+    if let Ok(mut log) = crate::provision::log::NodeLog::open(dirs, &plan.cluster, &node.name) {
+        let _ = log.line("ssh", &format!("{source}; {look}"));
+    }
+    ProvisionError::WindowsSsh {
+        node: node.name.clone(),
+        look,
+        source,
     }
 }
 
@@ -1055,5 +1193,47 @@ mod tests {
         plan.kubernetes_release = None;
         plan.kubernetes = false;
         assert!(!prepare_node_waits(&plan, &w1, true, true));
+    }
+
+    /// A Windows node that never answers SSH: the error names it, the hint
+    /// says where to look (console, serial log), its node log says the
+    /// same, and the several-nodes hint keeps it. A Linux node's error is
+    /// the SSH error itself.
+    #[test]
+    fn a_windows_ssh_wait_that_fails_says_where_to_look() {
+        use crate::provision::ssh::{ConnectError, SshError};
+        let mut plan = crate::kube::kubeadm::tests::plan("1.36");
+        plan.provider = crate::spec::ProviderKind::Libvirt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        let unreachable = |node: &str| SshError::Unreachable {
+            node: node.into(),
+            addr: "192.168.100.31:22".into(),
+            waited: std::time::Duration::from_secs(90),
+            attempts: 7,
+            source: ConnectError::TimedOut(std::time::Duration::from_secs(20)),
+        };
+        let win = plan.node("dev-win1").unwrap();
+        let e = ssh_failed(&dirs, &plan, win, unreachable("dev-win1"));
+        assert_eq!(e.to_string(), "Windows node dev-win1 did not answer SSH");
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("vncdisplay dev-win1"), "{hint}");
+        assert!(hint.contains("dev-win1.serial.log"), "{hint}");
+        let log =
+            std::fs::read_to_string(crate::provision::log::log_path(&dirs, "dev", "dev-win1"))
+                .unwrap();
+        assert!(
+            log.contains("[ssh] dev-win1 (192.168.100.31:22) did not answer SSH within 90s"),
+            "{log}"
+        );
+        let linux = plan.node("dev-w1").unwrap();
+        let l = ssh_failed(&dirs, &plan, linux, unreachable("dev-w1"));
+        assert!(matches!(l, ProvisionError::Ssh(_)), "{l:?}");
+        let both = NodesFailed(vec![("dev-w1".into(), l), ("dev-win1".into(), e)]);
+        let hint = both.hint().unwrap();
+        assert!(
+            hint.contains("dev-win1: a Windows node's first boot"),
+            "{hint}"
+        );
     }
 }

@@ -115,9 +115,24 @@ pub struct Plan {
     pub kubernetes_release: Option<String>,
     /// False with `--no-kubernetes`: machines only.
     pub kubernetes: bool,
+    /// Windows workers join tainted `os=windows:NoSchedule` (`[windows]
+    /// taint`; the default is only written when changed).
+    #[serde(
+        default = "default_windows_taint",
+        skip_serializing_if = "is_default_windows_taint"
+    )]
+    pub windows_taint: bool,
     pub network: NetworkPlan,
     pub nodes: Vec<NodePlan>,
     pub libvirt: LibvirtPlan,
+}
+
+fn default_windows_taint() -> bool {
+    crate::provision::windows_node::DEFAULT_TAINT
+}
+
+fn is_default_windows_taint(taint: &bool) -> bool {
+    *taint == default_windows_taint()
 }
 
 /// Host number of the control plane in the cluster /24.
@@ -366,6 +381,7 @@ pub fn plan(spec: &Spec, env: &Surroundings) -> Result<Plan, UserError> {
         kubernetes_version: spec.kubernetes.minor.clone(),
         kubernetes_release: None,
         kubernetes: true,
+        windows_taint: spec.windows_taint.value,
         network: NetworkPlan {
             subnet,
             gateway: host_ip(1)?,
@@ -405,16 +421,38 @@ pub fn add_linux_worker(
     machine: (u32, u32, u32),
     image: &str,
 ) -> Result<String, UserError> {
-    let Some(i) =
-        (1..=MAX_LINUX_WORKERS).find(|i| plan.node(&format!("{}-w{i}", plan.cluster)).is_none())
-    else {
+    add_worker(plan, Os::Linux, machine, image)
+}
+
+/// `node add --windows`: as [`add_linux_worker`], the lowest free `winN`
+/// (address `.3N`), after the last Windows worker (the end of the plan).
+pub fn add_windows_worker(
+    plan: &mut Plan,
+    machine: (u32, u32, u32),
+    image: &str,
+) -> Result<String, UserError> {
+    add_worker(plan, Os::Windows, machine, image)
+}
+
+fn add_worker(
+    plan: &mut Plan,
+    os: Os,
+    machine: (u32, u32, u32),
+    image: &str,
+) -> Result<String, UserError> {
+    let (prefix, base, what) = match os {
+        Os::Linux => ("w", LINUX_WORKER_BASE, "Linux"),
+        Os::Windows => ("win", WINDOWS_WORKER_BASE, "Windows"),
+    };
+    let name_of = |i: u32| format!("{}-{prefix}{i}", plan.cluster);
+    let Some(i) = (1..=MAX_LINUX_WORKERS).find(|i| plan.node(&name_of(*i)).is_none()) else {
         return Err(UserError::new(format!(
-            "cluster {} has {MAX_LINUX_WORKERS} Linux workers already, the most it can have",
+            "cluster {} has {MAX_LINUX_WORKERS} {what} workers already, the most it can have",
             plan.cluster
         ))
         .hint("remove one with `devcluster node remove NODE` first"));
     };
-    let host = LINUX_WORKER_BASE + i;
+    let host = base + i;
     let ip = plan.network.subnet.nth(host).ok_or_else(|| {
         UserError::new(format!(
             "internal error: {} has no host {host}",
@@ -423,9 +461,9 @@ pub fn add_linux_worker(
     })?;
     let (cpus, memory_mib, disk_gib) = machine;
     let node = NodePlan {
-        name: format!("{}-w{i}", plan.cluster),
+        name: name_of(i),
         role: Role::Worker,
-        os: Os::Linux,
+        os,
         ip,
         mac: node_mac(&plan.cluster, host),
         cpus,
@@ -433,11 +471,15 @@ pub fn add_linux_worker(
         disk_gib,
         image: image.to_string(),
     };
-    let at = plan
-        .nodes
-        .iter()
-        .rposition(|n| n.os == Os::Linux)
-        .map_or(plan.nodes.len(), |p| p + 1);
+    // Windows workers come last in a plan.
+    let at = match os {
+        Os::Windows => plan.nodes.len(),
+        Os::Linux => plan
+            .nodes
+            .iter()
+            .rposition(|n| n.os == Os::Linux)
+            .map_or(plan.nodes.len(), |p| p + 1),
+    };
     let name = node.name.clone();
     plan.nodes.insert(at, node);
     Ok(name)
@@ -523,6 +565,45 @@ mod tests {
         }
         let err = add_linux_worker(&mut p, (1, 1024, 10), "guest").unwrap_err();
         assert!(err.message.contains("9 Linux workers already"), "{err}");
+    }
+
+    /// `node add --windows`: the lowest free `NAME-winN`, with the address
+    /// and MAC the plan would have given it, at the end of the plan.
+    #[test]
+    fn node_add_windows_takes_the_lowest_free_win_n() {
+        let full = plan(&spec("dev", 1, 3), &Surroundings::default()).unwrap();
+        let mut p = full.clone();
+        p.nodes.retain(|n| n.name != "dev-win2");
+        let name = add_windows_worker(&mut p, (2, 4096, 64), "windows-server-2025").unwrap();
+        assert_eq!(name, "dev-win2");
+        let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["dev-cp", "dev-w1", "dev-win1", "dev-win3", "dev-win2"]
+        );
+        let added = p.node("dev-win2").unwrap();
+        let planned = full.node("dev-win2").unwrap();
+        assert_eq!(
+            (added.ip, &added.mac, added.os, added.role),
+            (planned.ip, &planned.mac, Os::Windows, Role::Worker)
+        );
+        assert_eq!(
+            add_windows_worker(&mut p, (2, 4096, 64), "windows-server-2025").unwrap(),
+            "dev-win4"
+        );
+        // A cluster without Windows workers gets win1 at the end.
+        let mut linux = plan(&spec("dev", 2, 0), &Surroundings::default()).unwrap();
+        assert_eq!(
+            add_windows_worker(&mut linux, (2, 4096, 64), "w").unwrap(),
+            "dev-win1"
+        );
+        assert_eq!(linux.nodes.last().unwrap().name, "dev-win1");
+        assert_eq!(linux.nodes.last().unwrap().ip.to_string(), "192.168.100.31");
+        for _ in 5..=MAX_LINUX_WORKERS {
+            add_windows_worker(&mut p, (2, 4096, 64), "w").unwrap();
+        }
+        let err = add_windows_worker(&mut p, (2, 4096, 64), "w").unwrap_err();
+        assert!(err.message.contains("9 Windows workers already"), "{err}");
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub struct Layer {
     pub windows_memory_mib: Option<Val<u32>>,
     pub windows_disk_gib: Option<Val<u32>>,
     pub windows_image: Option<Val<String>>,
+    /// `[windows] taint`: Windows workers join with `os=windows:NoSchedule`.
+    pub windows_taint: Option<Val<bool>>,
     pub pod_cidr: Option<Val<String>>,
     pub service_cidr: Option<Val<String>>,
     pub node_cidr: Option<Val<String>>,
@@ -146,6 +148,7 @@ impl Layer {
             windows_memory_mib: self.windows_memory_mib.or(lower.windows_memory_mib),
             windows_disk_gib: self.windows_disk_gib.or(lower.windows_disk_gib),
             windows_image: self.windows_image.or(lower.windows_image),
+            windows_taint: self.windows_taint.or(lower.windows_taint),
             pod_cidr: self.pod_cidr.or(lower.pod_cidr),
             service_cidr: self.service_cidr.or(lower.service_cidr),
             node_cidr: self.node_cidr.or(lower.node_cidr),
@@ -176,6 +179,9 @@ impl Layer {
             windows_memory_mib: d(4096),
             windows_disk_gib: d(64),
             windows_image: s("windows-server-2025"),
+            windows_taint: Some(Val::default_value(
+                crate::provision::windows_node::DEFAULT_TAINT,
+            )),
             pod_cidr: s("10.244.0.0/16"),
             service_cidr: s("10.96.0.0/12"),
             node_cidr: None,
@@ -213,7 +219,7 @@ struct FileLayer {
     windows_workers: Option<Spanned<u32>>,
     control_plane: Option<FileMachine>,
     linux: Option<FilePool>,
-    windows: Option<FilePool>,
+    windows: Option<FileWindows>,
     network: Option<FileNetwork>,
     libvirt: Option<FileLibvirt>,
     offline: Option<Spanned<bool>>,
@@ -234,6 +240,17 @@ struct FilePool {
     memory_mib: Option<Spanned<u32>>,
     disk_gib: Option<Spanned<u32>>,
     image: Option<Spanned<String>>,
+}
+
+/// `[windows]`: a pool, plus whether its nodes carry the Windows taint.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileWindows {
+    cpus: Option<Spanned<u32>>,
+    memory_mib: Option<Spanned<u32>>,
+    disk_gib: Option<Spanned<u32>>,
+    image: Option<Spanned<String>>,
+    taint: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -295,6 +312,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Layer, UserError> {
         windows_memory_mib: v(windows.memory_mib),
         windows_disk_gib: v(windows.disk_gib),
         windows_image: st(windows.image),
+        windows_taint: spanned(windows.taint, path, text),
         pod_cidr: st(network.pod_cidr),
         service_cidr: st(network.service_cidr),
         node_cidr: st(network.node_cidr),
@@ -345,6 +363,8 @@ pub struct Spec {
     pub linux_image: Val<String>,
     pub windows: Machine,
     pub windows_image: Val<String>,
+    /// `[windows] taint` ([`crate::provision::windows_node::DEFAULT_TAINT`]).
+    pub windows_taint: Val<bool>,
     pub pod_cidr: Val<Cidr>,
     pub service_cidr: Val<Cidr>,
     pub node_cidr: Option<Val<Cidr>>,
@@ -537,6 +557,9 @@ pub fn resolve(cluster: Val<String>, layer: Layer) -> Result<Spec, UserError> {
         linux_image: req(layer.linux_image, "linux.image")?,
         windows,
         windows_image: req(layer.windows_image, "windows.image")?,
+        windows_taint: layer
+            .windows_taint
+            .unwrap_or_else(|| Val::default_value(crate::provision::windows_node::DEFAULT_TAINT)),
         pod_cidr,
         service_cidr,
         node_cidr,
@@ -864,6 +887,43 @@ mod tests {
         assert_eq!(spec.offline.origin.to_string(), "dc.toml line 2");
         let spec = resolve(name("dev"), Layer::default()).unwrap();
         assert!(!spec.offline.value);
+    }
+
+    /// `[windows] taint`: on by default (see `DEFAULT_TAINT`), off from
+    /// a file into the plan; a value that is not a boolean, or the key in
+    /// another section, is one error naming the file and line.
+    #[test]
+    fn windows_taint_key() {
+        let spec = resolve(name("dev"), Layer::default()).unwrap();
+        assert!(spec.windows_taint.value);
+        assert_eq!(spec.windows_taint.origin, Origin::Default);
+        let text = "windows_workers = 1\n[windows]\nmemory_mib = 4096\ntaint = false\n";
+        let layer = parse_file(Path::new("dc.toml"), text).unwrap();
+        let spec = resolve(name("dev"), layer).unwrap();
+        assert!(!spec.windows_taint.value);
+        assert_eq!(spec.windows_taint.origin.to_string(), "dc.toml line 4");
+        let plan = crate::plan::plan(&spec, &crate::plan::Surroundings::default()).unwrap();
+        assert!(!plan.windows_taint);
+        // Kept in the state only when it differs from the default.
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["windows_taint"], serde_json::Value::Bool(false));
+        let back: crate::plan::Plan = serde_json::from_value(json).unwrap();
+        assert!(!back.windows_taint);
+        let mut json = serde_json::to_value(&plan).unwrap();
+        json.as_object_mut().unwrap().remove("windows_taint");
+        let old: crate::plan::Plan = serde_json::from_value(json).unwrap();
+        assert!(
+            old.windows_taint,
+            "a state from before the key has the default"
+        );
+        for bad in ["taint = \"yes\"", "taint = 1"] {
+            let text = format!("[windows]\n{bad}\n");
+            let err = parse_file(Path::new("dc.toml"), &text).unwrap_err();
+            assert!(err.message.contains("dc.toml line 2"), "{}", err.message);
+            assert!(err.message.contains("bool"), "{}", err.message);
+        }
+        let err = parse_file(Path::new("dc.toml"), "[linux]\ntaint = true\n").unwrap_err();
+        assert!(err.message.contains("taint"), "{}", err.message);
     }
 
     #[test]

@@ -192,13 +192,17 @@ impl ClusterState {
     /// longer Ready. Returns the workers that had joined.
     pub fn control_plane_recreated(&mut self) -> Vec<String> {
         use crate::plan::Role;
-        use crate::provision::steps::JOIN;
         let mut joined = Vec::new();
         for n in self.plan.nodes.iter().filter(|n| n.role == Role::Worker) {
             let ns = self.nodes.entry(n.name.clone()).or_default();
-            let had = ns.completed_steps.iter().any(|s| s == JOIN);
-            ns.completed_steps.retain(|s| s != JOIN);
-            if ns.failed_step.as_deref() == Some(JOIN) {
+            let steps = join_steps(n);
+            let had = ns.completed_steps.iter().any(|s| s == steps[0]);
+            ns.completed_steps.retain(|s| !steps.contains(&s.as_str()));
+            if ns
+                .failed_step
+                .as_deref()
+                .is_some_and(|f| steps.contains(&f))
+            {
                 ns.failed_step = None;
             }
             ns.rejoin = true;
@@ -217,14 +221,16 @@ impl ClusterState {
     /// from that run may have expired ([`crate::kube::token`]).
     pub fn joins_pending_after_init(&self) -> bool {
         use crate::plan::Role;
-        use crate::provision::steps::JOIN;
         self.initialised()
             && self
                 .plan
                 .nodes
                 .iter()
                 .filter(|n| n.role == Role::Worker)
-                .any(|n| !self.node(&n.name).completed_steps.iter().any(|s| s == JOIN))
+                .any(|n| {
+                    let join = join_steps(n)[0];
+                    !self.node(&n.name).completed_steps.iter().any(|s| s == join)
+                })
     }
 
     /// Whether the cluster runs Kubernetes and `kubeadm init` completed on
@@ -239,6 +245,15 @@ impl ClusterState {
                         .iter()
                         .any(|s| s == crate::provision::steps::INIT_CONTROL_PLANE)
                 })
+    }
+}
+
+/// A worker's join step, then what must run again with it on a new
+/// cluster: `join` on Linux; `join-windows`, `network-windows` on Windows.
+fn join_steps(node: &crate::plan::NodePlan) -> &'static [&'static str] {
+    match node.os {
+        crate::plan::Os::Linux => &[crate::provision::steps::JOIN],
+        crate::plan::Os::Windows => &crate::windows_join::JOIN_STEPS,
     }
 }
 
@@ -508,6 +523,46 @@ mod tests {
         assert!(st.joins_pending_after_init());
         st.plan.kubernetes = false;
         assert!(!st.joins_pending_after_init());
+    }
+
+    /// A Windows worker's join is `join-windows` (then `network-windows`):
+    /// done, it is not pending; a re-created control plane clears both.
+    #[test]
+    fn windows_workers_join_with_their_own_steps() {
+        let layer = crate::spec::Layer {
+            workers: Some(crate::spec::Val::new(0, crate::spec::Origin::Default)),
+            windows_workers: Some(crate::spec::Val::new(1, crate::spec::Origin::Default)),
+            ..crate::spec::Layer::default()
+        };
+        let spec = crate::spec::resolve(
+            crate::spec::Val::new("mx".into(), crate::spec::Origin::Default),
+            layer,
+        )
+        .unwrap();
+        let plan = crate::plan::plan(&spec, &crate::plan::Surroundings::default()).unwrap();
+        let mut st = ClusterState::new(plan);
+        let steps = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        st.nodes.get_mut("mx-cp").unwrap().completed_steps = steps(&[
+            "prepare-os",
+            "prepare-node",
+            "init-control-plane",
+            "network-addon",
+        ]);
+        let win = st.nodes.get_mut("mx-win1").unwrap();
+        win.completed_steps = steps(&["prepare-os", "prepare-windows-node"]);
+        assert!(st.joins_pending_after_init());
+        st.nodes.get_mut("mx-win1").unwrap().completed_steps = steps(&[
+            "prepare-os",
+            "prepare-windows-node",
+            "join-windows",
+            "network-windows",
+        ]);
+        assert!(!st.joins_pending_after_init());
+        st.nodes.get_mut("mx-cp").unwrap().completed_steps.clear();
+        assert_eq!(st.control_plane_recreated(), ["mx-win1"]);
+        let ns = st.node("mx-win1");
+        assert_eq!(ns.completed_steps, ["prepare-os", "prepare-windows-node"]);
+        assert!(ns.rejoin);
     }
 
     #[test]

@@ -94,23 +94,7 @@ async fn build_stalls_retries_clean_and_keeps_the_disk() {
     // A stand-in ISO, served as the user's own copy of the evaluation ISO
     // (a user entry replaces the built-in one: the air-gapped case).
     let iso = world.path("standin.iso");
-    devcluster::seed::iso::write(
-        &iso,
-        "SSS_X64FREE_DV9",
-        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
-    )
-    .unwrap();
-    let sha = images::sha256_file(&iso).unwrap();
-    let catalog = dirs.config.join("images");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(
-        catalog.join("windows-server-2025.toml"),
-        format!(
-            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
-            iso.display()
-        ),
-    )
-    .unwrap();
+    let sha = common::stand_in_windows_iso(dirs, &iso);
     let p = Libvirt::open(&ProviderConfig {
         libvirt_uri: URI.into(),
         libvirt_domain_type: DomainType::Qemu,

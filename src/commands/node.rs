@@ -8,10 +8,16 @@
 //! kept as the cluster's token ([`crate::kube::token`], shared with `up`). On a cluster whose control plane is not
 //! initialised yet, the node is prepared and `up` joins it later.
 //!
+//! `add --windows` is the same for the lowest free `NAME-winN`, sized and
+//! imaged like the cluster's other Windows workers (else the defaults),
+//! from the Windows base disk `images build` made (missing: refused before
+//! anything changes); its Kubernetes steps are [`crate::windows_join`]'s.
+//!
 //! `remove NODE` cordons and drains the worker through the API server
 //! (DaemonSet and static pods stay, as with `kubectl drain
-//! --ignore-daemonsets`), deletes its Node object, then its VM and disks,
-//! and drops it from the plan. The control plane is never removed:
+//! --ignore-daemonsets`), runs `kubeadm reset` on a Windows worker (so its
+//! kubelet cannot register it again), deletes its Node object, then its VM
+//! and disks, and drops it from the plan. The control plane is never removed:
 //! `destroy` removes whole clusters.
 
 use std::sync::Arc;
@@ -60,13 +66,13 @@ async fn answering_client(ctx: &Ctx, st: &ClusterState) -> anyhow::Result<kube::
     Ok(kube)
 }
 
-/// The size of a new Linux worker: like the cluster's other Linux workers,
-/// else devcluster's defaults for one.
-fn linux_worker_size(plan: &Plan) -> anyhow::Result<(u32, u32, u32)> {
+/// The size of a new `os` worker: like the cluster's other workers of
+/// that OS, else devcluster's defaults for one.
+fn worker_size(plan: &Plan, os: Os) -> anyhow::Result<(u32, u32, u32)> {
     if let Some(w) = plan
         .nodes
         .iter()
-        .find(|n| n.os == Os::Linux && n.role == Role::Worker)
+        .find(|n| n.os == os && n.role == Role::Worker)
     {
         return Ok((w.cpus, w.memory_mib, w.disk_gib));
     }
@@ -74,22 +80,28 @@ fn linux_worker_size(plan: &Plan) -> anyhow::Result<(u32, u32, u32)> {
         crate::spec::Val::new(plan.cluster.clone(), crate::spec::Origin::Default),
         crate::spec::Layer::default(),
     )?;
-    Ok((
-        defaults.linux.cpus.value,
-        defaults.linux.memory_mib.value,
-        defaults.linux.disk_gib.value,
-    ))
+    let m = match os {
+        Os::Linux => &defaults.linux,
+        Os::Windows => &defaults.windows,
+    };
+    Ok((m.cpus.value, m.memory_mib.value, m.disk_gib.value))
+}
+
+/// The image of a new Windows worker: the cluster's other Windows
+/// workers', else the default Windows image (its base disk must be built).
+fn windows_image(plan: &Plan) -> anyhow::Result<String> {
+    if let Some(w) = plan.nodes.iter().find(|n| n.os == Os::Windows) {
+        return Ok(w.image.clone());
+    }
+    let defaults = crate::spec::resolve(
+        crate::spec::Val::new(plan.cluster.clone(), crate::spec::Origin::Default),
+        crate::spec::Layer::default(),
+    )?;
+    Ok(defaults.windows_image.value)
 }
 
 fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
     let name = ctx.cluster_name()?;
-    if args.windows {
-        return Err(UserError::new(
-            "Windows workers need the Windows node support, which this devcluster build does not have yet",
-        )
-        .hint("add a Linux worker with `devcluster node add --linux`")
-        .into());
-    }
     let _lock = ClusterLock::acquire(&ctx.dirs, name, "devcluster node add")?;
     let mut st = state::load_existing(&ctx.dirs, name)?;
     if st.node(&st.plan.control_plane().name).phase == NodePhase::Planned {
@@ -102,9 +114,17 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         );
     }
     let mut plan = st.plan.clone();
-    let image = plan.control_plane().image.clone();
-    let size = linux_worker_size(&plan)?;
-    let new = crate::plan::add_linux_worker(&mut plan, size, &image)?;
+    let new = if args.windows {
+        // From the Windows base disk `images build` made (resolve_bases
+        // below refuses before anything changes when it is missing).
+        let size = worker_size(&plan, Os::Windows)?;
+        let image = windows_image(&plan)?;
+        crate::plan::add_windows_worker(&mut plan, size, &image)?
+    } else {
+        let image = plan.control_plane().image.clone();
+        let size = worker_size(&plan, Os::Linux)?;
+        crate::plan::add_linux_worker(&mut plan, size, &image)?
+    };
     if let Some(host) = crate::host::physical_memory_mib()
         && plan.total_memory_mib() > host
     {
@@ -180,14 +200,26 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         let scope = machines::Scope {
             only: Some(new.clone()),
             join,
+            offline: args.offline,
             ..machines::Scope::default()
         };
         super::provision(ctx, &mut st, &secrets, &scope, None).await?;
         if join {
             let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
             p.info(format!("waiting for {new} to be Ready"));
-            let ready = crate::provision::deadlines::Deadlines::for_plan(&st.plan).nodes_ready;
-            client::wait_nodes_ready(&kube, std::slice::from_ref(&new), ready).await?;
+            let deadlines = crate::provision::deadlines::Deadlines::for_plan(&st.plan);
+            if node.os == Os::Windows {
+                let ip = node.ip.to_string();
+                crate::kube::windows::wait_windows_nodes_ready(
+                    &kube,
+                    &[(new.clone(), ip)],
+                    crate::windows_join::ready_bound(&deadlines),
+                )
+                .await?;
+            } else {
+                client::wait_nodes_ready(&kube, std::slice::from_ref(&new), deadlines.nodes_ready)
+                    .await?;
+            }
         }
         anyhow::Ok(())
     });
@@ -208,6 +240,34 @@ fn add(ctx: &Ctx, args: &NodeAddArgs) -> anyhow::Result<ExitStatus> {
         p.out(format!("{new} ({ip}) added to cluster {name}"));
     }
     Ok(ExitStatus::Success)
+}
+
+/// Drains `node`, then (a Windows worker) `kubeadm reset` on it, so its
+/// kubelet stops and cannot register it again, then deletes its Node
+/// object. A reset that fails is a warning: the VM goes next anyway.
+async fn drain_reset_delete(
+    ctx: &Ctx,
+    st: &ClusterState,
+    kube: &kube::Client,
+    node: &crate::plan::NodePlan,
+) -> anyhow::Result<client::Drained> {
+    let drained = client::drain_node(kube, &node.name, DRAIN_TIMEOUT).await?;
+    if drained.registered {
+        if node.os == Os::Windows {
+            let secrets = crate::pki::ensure(&ctx.dirs, &st.plan)?;
+            match crate::windows_join::reset_node(node, &secrets).await {
+                Ok(()) => ctx
+                    .printer
+                    .info(format!("{}: kubeadm reset done", node.name)),
+                Err(e) => ctx.printer.warn(format!(
+                    "{}: kubeadm reset failed ({e:#}); its VM is deleted anyway",
+                    node.name
+                )),
+            }
+        }
+        client::delete_node(kube, &node.name).await?;
+    }
+    Ok(drained)
 }
 
 fn remove(ctx: &Ctx, args: &NodeRemoveArgs) -> anyhow::Result<ExitStatus> {
@@ -238,9 +298,7 @@ fn remove(ctx: &Ctx, args: &NodeRemoveArgs) -> anyhow::Result<ExitStatus> {
     let result = runtime.block_on(async {
         if registered {
             let drained = match answering_client(ctx, &st).await {
-                Ok(kube) => client::drain_and_delete_node(&kube, &node.name, DRAIN_TIMEOUT)
-                    .await
-                    .map_err(anyhow::Error::from),
+                Ok(kube) => drain_reset_delete(ctx, &st, &kube, &node).await,
                 Err(e) => Err(e),
             };
             match drained {
@@ -272,6 +330,7 @@ fn remove(ctx: &Ctx, args: &NodeRemoveArgs) -> anyhow::Result<ExitStatus> {
     result?;
     st.plan.nodes.retain(|n| n.name != node.name);
     st.nodes.remove(&node.name);
+    crate::windows_join::forget_agent_tokens(&ctx.dirs, name, &node.name);
     state::save(&ctx.dirs, &st)?;
     // known_hosts follows the plan.
     crate::pki::ensure(&ctx.dirs, &st.plan)?;

@@ -209,8 +209,11 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, spec: &Spec) -> anyhow::Result<E
         // Offered only when no golden disk of its key exists: one found
         // afterwards was kept by this run.
         let keeping = capture.as_ref().map(|c| c.key.clone());
-        let provisioned =
-            super::provision(ctx, &mut st, &secrets, &machines::Scope::default(), capture).await;
+        let scope = machines::Scope {
+            offline,
+            ..machines::Scope::default()
+        };
+        let provisioned = super::provision(ctx, &mut st, &secrets, &scope, capture).await;
         let kept = keeping.and_then(|key| crate::images::golden::lookup(&ctx.dirs, &key));
         let golden = crate::golden::report(&cloned, kept.as_ref());
         if provisioned.is_err() {
@@ -279,7 +282,14 @@ async fn wait_ready(
     let deadlines = Deadlines::for_plan(&st.plan);
     let kube = client::client_from_admin_kubeconfig(&secrets.admin_kubeconfig_path).await?;
     client::wait_api_healthy(&kube, deadlines.api_healthy).await?;
-    let names: Vec<String> = st.plan.nodes.iter().map(|n| n.name.clone()).collect();
+    // Windows nodes have their own wait, after the pod network's.
+    let names: Vec<String> = st
+        .plan
+        .nodes
+        .iter()
+        .filter(|n| n.os == crate::plan::Os::Linux)
+        .map(|n| n.name.clone())
+        .collect();
     p.info(format!(
         "waiting for nodes {} to be Ready",
         names.join(", ")
@@ -300,6 +310,15 @@ async fn wait_ready(
         deadlines.pods_ready,
     )
     .await?;
+    if st
+        .plan
+        .nodes
+        .iter()
+        .any(|n| n.os == crate::plan::Os::Windows)
+    {
+        p.info("waiting for the Windows nodes (kubelet, flanneld.exe, kube-proxy.exe)");
+        crate::windows_join::wait_ready(&kube, &st.plan, &deadlines).await?;
+    }
     Ok(())
 }
 

@@ -62,6 +62,14 @@ pub enum KubeError {
         #[source]
         source: ::kube::Error,
     },
+    #[error("cannot get a token for ServiceAccount {account} (TokenRequest)")]
+    Token {
+        account: String,
+        #[source]
+        source: ::kube::Error,
+    },
+    #[error("the TokenRequest for ServiceAccount {account} returned no token")]
+    NoToken { account: String },
     #[error("{0}")]
     Timeout(TimedOut),
 }
@@ -428,7 +436,7 @@ fn reason_message(reason: Option<&str>, message: Option<&str>) -> String {
 /// Polls `check` until it returns no "not ready" lines or `timeout` passes.
 /// `check` returns `Err` for a failed request (retried) and `Ok(lines)`
 /// otherwise.
-async fn poll<F, Fut>(
+pub(crate) async fn poll<F, Fut>(
     what: String,
     timeout: Duration,
     hint: Option<String>,
@@ -595,7 +603,20 @@ pub async fn drain_and_delete_node(
     name: &str,
     timeout: Duration,
 ) -> Result<Drained, KubeError> {
-    use ::kube::api::{DeleteParams, EvictParams};
+    let drained = drain_node(client, name, timeout).await?;
+    if drained.registered {
+        delete_node(client, name).await?;
+    }
+    Ok(drained)
+}
+
+/// The first half of [`drain_and_delete_node`]: cordon and evict.
+pub async fn drain_node(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<Drained, KubeError> {
+    use ::kube::api::EvictParams;
     let nodes: Api<Node> = Api::all(client.clone());
     let api_err = |what: &str, source| KubeError::Apply {
         object: format!("{what} node {name}"),
@@ -646,12 +667,21 @@ pub async fn drain_and_delete_node(
             .map(|e| e.into_iter().collect())
             .unwrap_or_default(),
     };
-    match nodes.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(::kube::Error::Api(e)) if e.code == 404 => {}
-        Err(source) => return Err(api_err("delete", source)),
-    }
     Ok(drained)
+}
+
+/// Deletes Node `name` (one already gone is no error).
+pub async fn delete_node(client: &Client, name: &str) -> Result<(), KubeError> {
+    use ::kube::api::DeleteParams;
+    let nodes: Api<Node> = Api::all(client.clone());
+    match nodes.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(::kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(KubeError::Apply {
+            object: format!("delete node {name}"),
+            source,
+        }),
+    }
 }
 
 // --- bootstrap tokens --------------------------------------------------------------

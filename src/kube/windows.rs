@@ -105,12 +105,56 @@ pub fn agent_kubeconfig(plan: &Plan, ca_pem: &str, user: &str, token_file: &str)
     serde_norway::to_string(&doc).unwrap_or_default()
 }
 
+/// Agent tokens are renewed by `up` when they expire within this margin.
+pub const AGENT_TOKEN_MARGIN: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// What `up` does with a Windows node's agent tokens (the style of
+/// [`super::token::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentTokenDecision {
+    /// Valid for at least [`AGENT_TOKEN_MARGIN`]: kept.
+    Fresh,
+    /// Expired, or expiring within the margin: network-windows runs again
+    /// with new ones (the agents re-read their `tokenFile`).
+    Expiring,
+    /// devcluster has no record of when they expire: renewed.
+    Unknown,
+}
+
+impl AgentTokenDecision {
+    pub fn renew(self) -> bool {
+        self != AgentTokenDecision::Fresh
+    }
+}
+
+/// The decision for agent tokens that expire at `expires` (`None`: not
+/// known), at `now`.
+pub fn decide_agent_tokens(
+    expires: Option<time::OffsetDateTime>,
+    now: time::OffsetDateTime,
+) -> AgentTokenDecision {
+    match expires {
+        None => AgentTokenDecision::Unknown,
+        Some(e) if e - now > AGENT_TOKEN_MARGIN => AgentTokenDecision::Fresh,
+        Some(_) => AgentTokenDecision::Expiring,
+    }
+}
+
 /// A token for ServiceAccount `namespace/name` from the TokenRequest API.
 pub async fn agent_token(
     client: &kube::Client,
     namespace: &str,
     name: &str,
 ) -> Result<crate::pki::Secret, kube::Error> {
+    Ok(agent_token_expiring(client, namespace, name).await?.0)
+}
+
+/// [`agent_token`] and when the API server says it expires.
+pub async fn agent_token_expiring(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(crate::pki::Secret, Option<time::OffsetDateTime>), kube::Error> {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
@@ -125,8 +169,17 @@ pub async fn agent_token(
     let out = api
         .create_token_request(name, &kube::api::PostParams::default(), &req)
         .await?;
-    let token = out.status.map(|s| s.token).unwrap_or_default();
-    Ok(crate::pki::Secret::new(token))
+    let Some(status) = out.status else {
+        return Ok((crate::pki::Secret::new(String::new()), None));
+    };
+    // Through its JSON form (RFC 3339), whatever time type backs it.
+    let expires = serde_json::to_value(&status.expiration_timestamp)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .and_then(|s| {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).ok()
+        });
+    Ok((crate::pki::Secret::new(status.token), expires))
 }
 
 /// A strategic-merge patch devcluster applies to an object kubeadm made.
@@ -246,6 +299,53 @@ pub fn windows_node_not_ready(node: &Node, node_ip: &str) -> Option<String> {
     }
 }
 
+/// For each of `nodes` (name, cluster address) not ready for pods,
+/// `name: why` ([`windows_node_not_ready`]), in `nodes` order.
+pub fn windows_nodes_not_ready(listed: &[Node], nodes: &[(String, String)]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|(name, ip)| {
+            let why = match listed
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+            {
+                None => Some("not registered with the API server".to_string()),
+                Some(n) => windows_node_not_ready(n, ip),
+            };
+            why.map(|w| format!("{name}: {w}"))
+        })
+        .collect()
+}
+
+/// Waits until every one of `nodes` (name, cluster address) is ready for
+/// pods; the timeout names what is missing on which node.
+pub async fn wait_windows_nodes_ready(
+    client: &kube::Client,
+    nodes: &[(String, String)],
+    timeout: std::time::Duration,
+) -> Result<(), super::client::KubeError> {
+    let api: kube::Api<Node> = kube::Api::all(client.clone());
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    super::client::poll(
+        format!(
+            "Windows nodes to be ready for pods ({})",
+            names.join(", ")
+        ),
+        timeout,
+        Some(
+            "see the node's `devcluster logs NODE` (join-windows, network-windows); on the node, `Get-Service kubelet, kube-proxy, containerd` and the flanneld scheduled task".into(),
+        ),
+        || async {
+            let listed = api
+                .list(&kube::api::ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(windows_nodes_not_ready(&listed.items, nodes))
+        },
+    )
+    .await
+}
+
 /// `ltsc2022` or `ltsc2025` for a `node.kubernetes.io/windows-build` value
 /// (process isolation needs the container's build to match the node's).
 pub fn ltsc_tag(build: &str) -> Option<&'static str> {
@@ -337,6 +437,31 @@ mod tests {
         let path = format!("{}/testdata/kube/{file}", env!("CARGO_MANIFEST_DIR"));
         let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         serde_json::from_value(v["items"].clone()).unwrap()
+    }
+
+    #[test]
+    fn agent_tokens_are_renewed_within_a_month_of_expiry() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let day = time::Duration::days(1);
+        assert_eq!(
+            decide_agent_tokens(Some(now + day * 365), now),
+            AgentTokenDecision::Fresh
+        );
+        assert_eq!(
+            decide_agent_tokens(Some(now + day * 31), now),
+            AgentTokenDecision::Fresh
+        );
+        assert_eq!(
+            decide_agent_tokens(Some(now + day * 29), now),
+            AgentTokenDecision::Expiring
+        );
+        assert_eq!(
+            decide_agent_tokens(Some(now - day), now),
+            AgentTokenDecision::Expiring
+        );
+        assert_eq!(decide_agent_tokens(None, now), AgentTokenDecision::Unknown);
+        assert!(!AgentTokenDecision::Fresh.renew());
+        assert!(AgentTokenDecision::Expiring.renew() && AgentTokenDecision::Unknown.renew());
     }
 
     fn docs(yaml: &str) -> Vec<Value> {

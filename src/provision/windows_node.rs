@@ -125,11 +125,16 @@ fn version(plan: &Plan) -> Result<&'static crate::versions::KubernetesVersion, B
     })
 }
 
-/// containerd, crictl, kubelet (service) and kubeadm.
+/// containerd, crictl, kubelet (service) and kubeadm: the node software
+/// copied from the host's cache first ([`uploads`], skipped for files the
+/// node already has), then the manifest the script verifies them against.
 pub fn prepare(plan: &Plan, node: &NodePlan, software: &[CachedArtifact]) -> Result<Step, Bug> {
     windows(node, PREPARE)?;
     let v = version(plan)?;
-    Ok(Step::new(PREPARE, render(PREPARE_SCRIPT)?)
+    let step = uploads(software)
+        .into_iter()
+        .fold(Step::new(PREPARE, render(PREPARE_SCRIPT)?), Step::upload);
+    Ok(step
         .env("SOFTWARE_DIR", SOFTWARE_DIR)
         .env("NODE_NAME", &node.name)
         .env("NODE_IP", node.ip.to_string())
@@ -383,6 +388,33 @@ mod tests {
         insta::assert_snapshot!("software.json", manifest.content.expose());
         let up = uploads(&sw);
         assert!(up.iter().all(|u| u.node_path.starts_with(SOFTWARE_DIR)));
+        // The step copies every cached file, in catalog order, to
+        // SOFTWARE_DIR under its published name, identified by its sha256.
+        assert_eq!(step.uploads, up);
+        let listed: Vec<(String, String, String)> = step
+            .uploads
+            .iter()
+            .map(|u| {
+                (
+                    u.host_path.display().to_string(),
+                    u.node_path.clone(),
+                    u.sha256.clone(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> = sw
+            .iter()
+            .map(|a| {
+                (
+                    format!("/cache/{}", a.file_name),
+                    format!("C:\\devcluster\\software\\{}", a.file_name),
+                    a.sha256.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(listed, expected);
+        assert_eq!(listed.len(), 8);
+        assert!(listed.iter().any(|(_, n, _)| n.ends_with("\\kubelet.exe")));
         assert!(sw.iter().any(|a| a.kind == Kind::TarGz));
         assert!(prepare(&plan, plan.node("dev-w1").unwrap(), &sw).is_err());
     }

@@ -350,3 +350,29 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// A stand-in Windows Server 2025 ISO written at `iso` (it boots nothing)
+/// and the user's catalog entry serving it by file:// and sha256, with
+/// the licence gate on (a user entry replaces the built-in one: the
+/// air-gapped case). Returns the ISO's sha256.
+#[allow(dead_code)] // not every test binary uses it
+pub fn stand_in_windows_iso(dirs: &devcluster::dirs::Dirs, iso: &Path) -> String {
+    devcluster::seed::iso::write(
+        iso,
+        "SSS_X64FREE_DV9",
+        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
+    )
+    .unwrap();
+    let sha = devcluster::images::sha256_file(iso).unwrap();
+    let catalog = dirs.config.join("images");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(
+        catalog.join("windows-server-2025.toml"),
+        format!(
+            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
+            iso.display()
+        ),
+    )
+    .unwrap();
+    sha
+}
