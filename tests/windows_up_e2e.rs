@@ -29,7 +29,7 @@ mod common;
 use std::time::Instant;
 
 use common::Test;
-use common::vms::{ClusterCleanup, step_lines, virsh, virsh_status};
+use common::vms::{ClusterCleanup, NodeSoftwareMirror, step_lines, virsh, virsh_status};
 use devcluster::images::golden::{self, Made, ProviderVolume};
 use devcluster::images::{Format, winbase};
 use devcluster::spec::ProviderKind;
@@ -131,10 +131,14 @@ fn mixed_up_provisions_linux_and_stops_at_windows_ssh() {
         .run()
         .status(0);
     stand_in_windows(&t);
+    // The Linux node software (containerd 2, runc, CNI plugins) from a
+    // local mirror of stand-ins, as in tests/kubernetes_e2e.rs.
+    let mirror = NodeSoftwareMirror::create(&t.root.path().join("mirror"));
     let started = Instant::now();
 
     let up = t
         .env("DEVCLUSTER_TEST_WINDOWS_SSH_TIMEOUT", "90")
+        .env(NodeSoftwareMirror::ENV, &mirror.url)
         .args(&["--cluster", "wu", "up"])
         .run()
         .status(1)
@@ -146,7 +150,7 @@ fn mixed_up_provisions_linux_and_stops_at_windows_ssh() {
         .stderr_has("virsh -c qemu:///system vncdisplay wu-win1")
         .stderr_has("wu-win1.serial.log (`devcluster logs wu-win1 --serial`)");
     eprintln!("up failed after {:?}:\n{}", started.elapsed(), up.stderr);
-    let package_error = "prepare-node: cannot install containerd ca-certificates curl gpg conntrack socat ethtool iptables iproute2: the node cannot reach its package mirrors";
+    let package_error = "prepare-node: cannot install ca-certificates curl gpg conntrack socat ethtool iptables iproute2: the node cannot reach its package mirrors";
     assert!(up.stderr.contains(package_error), "{}", up.stderr);
 
     // The Linux control plane: prepare-os done, prepare-node failed, no

@@ -48,8 +48,11 @@ use super::{Fetch, ImageError, cache};
 use crate::dirs::Dirs;
 use crate::fsutil::{Access, atomic_write};
 
-/// containerd 2.x for Windows (`containerd-<v>-windows-amd64.tar.gz`).
-pub const CONTAINERD_VERSION: &str = "2.2.0";
+/// containerd 2.x for Windows (`containerd-<v>-windows-amd64.tar.gz`):
+/// the same release as the Linux nodes', so a cluster runs one containerd
+/// (its sha256 from containerd's `.sha256sum` beside the archive; the
+/// Linux one is pinned, see [`LINUX_CONTAINERD_VERSION`]).
+pub const CONTAINERD_VERSION: &str = LINUX_CONTAINERD_VERSION;
 /// cri-tools' crictl.
 pub const CRICTL_VERSION: &str = "1.34.0";
 /// containernetworking/plugins: `host-local` (the source VIP of
