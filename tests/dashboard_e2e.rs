@@ -55,14 +55,9 @@ fn click(page: &mut common::cdp::Page, op: &str) {
 
 #[test]
 fn the_dashboard_of_a_real_cluster() {
-    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
-        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
+    let image = common::vms::test_image();
     let nodes = ["dbe-cp", "dbe-w1"];
-    let cleanup = ClusterCleanup {
-        cluster: "dbe",
-        nodes: &["dbe-cp", "dbe-w1"],
-    };
-    cleanup.clean();
+    let _cleanup = ClusterCleanup::fresh("dbe", &["dbe-cp", "dbe-w1"]);
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);
     t.args(&["images", "import", "guest", &image, "--os", "linux"])

@@ -84,13 +84,8 @@ fn on(t: &mut Test, node: &str, command: &str) -> String {
 
 #[test]
 fn a_prepared_disk_becomes_a_golden_disk_that_new_nodes_clone() {
-    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
-        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let cleanup = ClusterCleanup {
-        cluster: "gd",
-        nodes: &NODES,
-    };
-    cleanup.clean();
+    let image = common::vms::test_image();
+    let _cleanup = ClusterCleanup::fresh("gd", &NODES);
     let mut volume_cleanup = VolumeCleanup(None);
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);

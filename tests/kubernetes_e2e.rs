@@ -79,13 +79,8 @@ fn assert_prepare_node_says(t: &mut Test, wanted: &[&str]) {
 
 #[test]
 fn up_stops_at_prepare_node_without_package_repositories() {
-    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
-        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let cleanup = ClusterCleanup {
-        cluster: "k8",
-        nodes: &NODES,
-    };
-    cleanup.clean();
+    let image = common::vms::test_image();
+    let _cleanup = ClusterCleanup::fresh("k8", &NODES);
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);
     let kubeconfig = t.user_home().join(".kube/config");

@@ -33,13 +33,8 @@ fn ssh_out(t: &mut Test, node: &str, cmd: &str) -> String {
 
 #[test]
 fn up_no_kubernetes_and_the_lifecycle() {
-    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
-        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let cleanup = ClusterCleanup {
-        cluster: "lc",
-        nodes: &["lc-cp", "lc-w1"],
-    };
-    cleanup.clean();
+    let image = common::vms::test_image();
+    let _cleanup = ClusterCleanup::fresh("lc", &["lc-cp", "lc-w1"]);
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);
     t.args(&["images", "import", "guest", &image, "--os", "linux"])

@@ -48,13 +48,8 @@ fn on(t: &mut Test, node: &str, command: &str) -> String {
 
 #[test]
 fn up_rebuilds_a_deleted_control_plane_and_the_workers_join_again() {
-    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
-        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let cleanup = ClusterCleanup {
-        cluster: "ln",
-        nodes: &NODES,
-    };
-    cleanup.clean();
+    let image = common::vms::test_image();
+    let _cleanup = ClusterCleanup::fresh("ln", &NODES);
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);
     t.args(&["images", "import", "guest", &image, "--os", "linux"])

@@ -34,13 +34,8 @@ image = "guest"
 
 #[test]
 fn ssh_arguments_stay_words_and_exit_codes_pass_through() {
-    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
-        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let cleanup = ClusterCleanup {
-        cluster: "wsa",
-        nodes: &["wsa-cp"],
-    };
-    cleanup.clean();
+    let image = common::vms::test_image();
+    let cleanup = ClusterCleanup::fresh("wsa", &["wsa-cp"]);
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);
     t.args(&["images", "import", "guest", &image, "--os", "linux"])

@@ -117,13 +117,8 @@ fn stand_in_windows(t: &Test) {
 
 #[test]
 fn mixed_up_provisions_linux_and_stops_at_windows_ssh() {
-    let image = std::env::var("DEVCLUSTER_TEST_IMAGE")
-        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image");
-    let cleanup = ClusterCleanup {
-        cluster: "wu",
-        nodes: &NODES,
-    };
-    cleanup.clean();
+    let image = common::vms::test_image();
+    let _cleanup = ClusterCleanup::fresh("wu", &NODES);
     let _base = BaseCleanup;
     let mut t = Test::new();
     t.file("devcluster.toml", CONFIG);

@@ -61,7 +61,21 @@ impl Drop for ClusterCleanup {
     }
 }
 
+/// The guest test image `scripts/test.sh` builds (DEVCLUSTER_TEST_IMAGE).
+pub fn test_image() -> String {
+    std::env::var("DEVCLUSTER_TEST_IMAGE")
+        .expect("DEVCLUSTER_TEST_IMAGE: run scripts/test.sh, which builds the guest test image")
+}
+
 impl ClusterCleanup {
+    /// Removes what an earlier run of the test left now, and what this
+    /// one leaves when it is dropped.
+    pub fn fresh(cluster: &'static str, nodes: &'static [&'static str]) -> Self {
+        let c = Self { cluster, nodes };
+        c.clean();
+        c
+    }
+
     /// Removes the leftovers now (also of an earlier, killed run).
     pub fn clean(&self) {
         for vm in self.nodes {
