@@ -2,7 +2,8 @@
 # How long does `devcluster doctor` take on this host? Target: at most 3 s
 # when everything is fine (the KVM probe included, or its cached answer).
 # Prints the first run in a fresh DEVCLUSTER_HOME (the KVM probe runs: up
-# to 5 s where /dev/kvm hangs), then RUNS runs with the verdict cached
+# to 5 s where /dev/kvm hangs: UEFI firmware under KVM must reach its
+# boot manager), then RUNS runs with the verdict cached
 # (min / median / max), and whether the median meets the target.
 #
 #   benches/doctor.sh [RUNS]        (default 10)

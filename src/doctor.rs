@@ -248,7 +248,7 @@ pub fn kvm(verdict: &KvmVerdict, cached: bool, kvm_required: bool) -> Check {
         KvmVerdict::Hangs => Check::warn(
             NAME,
             format!(
-                "/dev/kvm exists but hangs: a test guest under KVM did not reach its boot manager in 10 s (nested KVM inside a VM often does this){from}"
+                "/dev/kvm exists but hangs: a test guest under KVM did not reach its boot manager in 5 s (nested KVM inside a VM often does this){from}"
             ),
             format!(
                 "turn on nested virtualization for this VM in the outer hypervisor, or run on bare metal; until then {emulation}"

@@ -523,7 +523,7 @@ const PROBE_FIRMWARE: &[&str] = &[
 ];
 
 /// Whether KVM really runs a guest: boots QEMU with `-accel kvm`, no disk
-/// and UEFI firmware, and waits (10 s at most) for the firmware's boot
+/// and UEFI firmware, and waits (5 s at most) for the firmware's boot
 /// manager to write `BdsDxe` to the serial port. That is after the
 /// firmware ran in long mode with paging and the FPU, as a kernel does.
 ///
@@ -567,7 +567,7 @@ pub fn kvm_probe() -> KvmVerdict {
                 .arg(fw)
                 .arg("-serial")
                 .arg(format!("file:{}", log.display()));
-            ("BdsDxe", Duration::from_secs(10))
+            ("BdsDxe", Duration::from_secs(5))
         }
         None => {
             cmd.args(["-m", "64", "-chardev"])
