@@ -533,6 +533,21 @@ pub enum ControlPlaneProgress {
     Failed,
 }
 
+/// Resolves when the control plane's task reports that it failed, and
+/// never otherwise: a control plane that succeeds drops its sender, which
+/// is no signal. Workers race their waits and joins against it.
+pub async fn control_plane_failed(
+    progress: &mut tokio::sync::watch::Receiver<ControlPlaneProgress>,
+) {
+    if progress
+        .wait_for(|p| *p == ControlPlaneProgress::Failed)
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Whether a worker's prepare-node waits for the control plane's: when
 /// the cluster's one patch release is not chosen yet and the control plane
 /// is provisioned in the same run (its prepare-node chooses it, see
@@ -838,17 +853,8 @@ pub async fn provision_all(
                 })
                 .await?;
                 if !join.is_empty() {
-                    // Stop when the control plane fails; a control plane
-                    // that succeeds drops its sender, which is no signal.
-                    let failed = async {
-                        if cp_progress
-                            .wait_for(|p| *p == ControlPlaneProgress::Failed)
-                            .await
-                            .is_err()
-                        {
-                            std::future::pending::<()>().await;
-                        }
-                    };
+                    // Stop when the control plane fails.
+                    let failed = control_plane_failed(&mut cp_progress);
                     tokio::select! {
                         r = crate::provision::run_steps(&session, &join, &done, &mut log, |ev| {
                             send(NodeEvent::Step(ev))

@@ -77,13 +77,14 @@ pub fn scan(serial: &str) -> Scan {
 #[derive(Default)]
 struct BootKeys {
     pressed: u32,
-    failed: Option<String>,
+    /// A press failed (said once): no more tries.
+    failed: bool,
     told: bool,
 }
 
 impl BootKeys {
     async fn press(&mut self, provider: &dyn Provider, vm: &str, progress: &dyn BuildProgress) {
-        if self.failed.is_some() {
+        if self.failed {
             return;
         }
         match provider.press_key(vm).await {
@@ -94,7 +95,7 @@ impl BootKeys {
                 progress.note(&format!(
                     "cannot press a key in {vm} for the ISO's \"Press any key to boot from CD\" prompt ({e}); if Setup does not start, press one in its console"
                 ));
-                self.failed = Some(e.to_string());
+                self.failed = true;
             }
         }
     }

@@ -77,16 +77,7 @@ async fn unless_cp_fails<T>(
     wanted: impl std::future::Future<Output = T>,
 ) -> Result<T, ProvisionError> {
     let mut cp = shared.control_plane.clone();
-    let failed = async {
-        if cp
-            .wait_for(|p| *p == ControlPlaneProgress::Failed)
-            .await
-            .is_err()
-        {
-            // A control plane that succeeds drops its sender: no signal.
-            std::future::pending::<()>().await;
-        }
-    };
+    let failed = crate::machines::control_plane_failed(&mut cp);
     tokio::select! {
         // A failed control plane first: its task drops its sender right
         // after saying it failed.
