@@ -384,6 +384,7 @@ mod tests {
         suspend_to_disk: true,
         snapshots: true,
         golden_disks: true,
+        windows_builds: true,
     };
 
     fn keep(dirs: &Dirs, p: &Plan, capacity_gib: u64, prepared_ms: u64) -> GoldenDisk {

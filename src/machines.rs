@@ -1056,19 +1056,7 @@ fn ssh_failed(
     if node.os != Os::Windows || !matches!(source, SshError::Unreachable { .. }) {
         return source.into();
     }
-    let console = match plan.provider {
-        crate::spec::ProviderKind::Libvirt => format!(
-            "its console with `virsh -c {} vncdisplay {}` (a VNC viewer on that display)",
-            plan.libvirt.uri, node.name
-        ),
-        crate::spec::ProviderKind::Hyperv => {
-            format!("its console with `vmconnect localhost {}`", node.name)
-        }
-        crate::spec::ProviderKind::Virtualbox => {
-            format!("its window in VirtualBox Manager (VM {})", node.name)
-        }
-        crate::spec::ProviderKind::Auto => "its console in the hypervisor".to_string(),
-    };
+    let console = crate::providers::console_hint(plan.provider, &plan.libvirt.uri, &node.name);
     let serial = dirs
         .cluster(&plan.cluster)
         .join("logs")

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::dirs::Dirs;
 use crate::images::golden::{self as record, GoldenDisk, Made, ProviderVolume};
-use crate::images::{self, Format, ImageError, winbase};
+use crate::images::{self, ImageError, winbase};
 use crate::net::Cidr;
 use crate::plan::Os;
 use crate::providers::{
@@ -220,8 +220,6 @@ pub struct Request {
     /// How often the VM and the serial log are looked at.
     pub poll: Duration,
     pub typical: Duration,
-    /// The libvirt URI the disk is kept at (recorded with it).
-    pub uri: String,
 }
 
 /// Progress of a build, for the Printer.
@@ -258,7 +256,7 @@ pub enum BuildError {
         vm: String,
         phase: String,
         quiet: String,
-        serial: PathBuf,
+        watch: Watch,
     },
     #[error(
         "builder VM {vm} did not finish within {bound} (at phase {phase}); it is left running for inspection"
@@ -267,31 +265,51 @@ pub enum BuildError {
         vm: String,
         phase: String,
         bound: String,
-        serial: PathBuf,
+        watch: Watch,
     },
     #[error("builder VM {vm}: build step {step} failed: {message}")]
     Failed {
         vm: String,
         step: String,
         message: String,
-        serial: PathBuf,
+        watch: Watch,
     },
+    #[error("the {kind} provider cannot build Windows base disks")]
+    Unsupported { kind: ProviderKind },
     #[error("builder VM {vm} vanished during the build")]
     Vanished { vm: String },
 }
 
+/// Where a person watches the builder: its console (the provider's
+/// [`crate::providers::console_hint`]) and its build log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub console: String,
+    pub serial: PathBuf,
+}
+
+impl Watch {
+    fn new(provider: &dyn Provider, vm: &str, serial: &std::path::Path) -> Watch {
+        Watch {
+            console: crate::providers::console_hint(provider.kind(), &provider.location(), vm),
+            serial: serial.to_path_buf(),
+        }
+    }
+}
+
 impl BuildError {
     pub fn hint(&self) -> Option<String> {
-        let watch = |vm: &str, serial: &PathBuf| {
-            format!(
-                "watch it with `virsh vncdisplay {vm}` (a VNC viewer on that display) and its serial log {}; `devcluster images build` again deletes it and starts clean",
-                serial.display()
-            )
-        };
         match self {
-            BuildError::Stalled { vm, serial, .. }
-            | BuildError::TooLong { vm, serial, .. }
-            | BuildError::Failed { vm, serial, .. } => Some(watch(vm, serial)),
+            BuildError::Stalled { watch, .. }
+            | BuildError::TooLong { watch, .. }
+            | BuildError::Failed { watch, .. } => Some(format!(
+                "watch {} and its build log {}; `devcluster images build` again deletes it and starts clean",
+                watch.console,
+                watch.serial.display()
+            )),
+            BuildError::Unsupported { .. } => Some(
+                "build it with a provider that can (`devcluster doctor` lists them), or pass --provider libvirt on a Linux host".into(),
+            ),
             BuildError::Image(e) => e.hint(),
             BuildError::Provider { source, .. } => source.hint(),
             BuildError::NotWindows(_) | BuildError::NoSettings(_) => Some(
@@ -338,6 +356,9 @@ pub async fn build(
 ) -> Result<GoldenDisk, BuildError> {
     let kind = provider.kind();
     let (entry, image) = windows_image(dirs, &req.image)?;
+    if !provider.capabilities().windows_builds {
+        return Err(BuildError::Unsupported { kind });
+    }
     let artifact = entry.artifact_for(kind)?;
     let iso = images::cache::ensure(dirs, &entry, artifact, Some(kind), fetch).await?;
     let key = winbase::key(&image, &iso.sha256, kind);
@@ -392,6 +413,7 @@ pub async fn build(
     let seed_iso = windows::build_seed_iso(&seed).map_err(BuildError::Seed)?;
     let serial = work.join(format!("{}.serial.log", place.vm));
     let _ = std::fs::remove_file(&serial);
+    let watch = Watch::new(provider, &place.vm, &serial);
     let gateway = place.subnet.nth(1).ok_or_else(|| BuildError::Provider {
         vm: place.vm.clone(),
         source: ProviderError::Invalid(format!("subnet {} has no gateway address", place.subnet)),
@@ -430,9 +452,9 @@ pub async fn build(
     provider.create_node(&vm).await.map_err(perr)?;
     provider.start(&place.vm).await.map_err(perr)?;
     progress.note(&format!(
-        "builder VM {} started: watch it with `virsh vncdisplay {}`, serial log {}",
+        "builder VM {} started: watch {}, build log {}",
         place.vm,
-        place.vm,
+        watch.console,
         serial.display()
     ));
 
@@ -450,8 +472,8 @@ pub async fn build(
             }
             _ => {}
         }
-        let text = std::fs::read(&serial).unwrap_or_default();
-        let now = scan(&String::from_utf8_lossy(&text));
+        let text = provider.build_log(&place.vm, &serial).await.map_err(perr)?;
+        let now = scan(&text);
         if now.markers != last.markers {
             changed = Instant::now();
         }
@@ -460,7 +482,7 @@ pub async fn build(
                 vm: place.vm.clone(),
                 step: step.clone(),
                 message: message.clone(),
-                serial,
+                watch,
             });
         }
         last = now;
@@ -473,7 +495,7 @@ pub async fn build(
                     vm: place.vm.clone(),
                     phase: phase_label(&last).into(),
                     quiet: crate::ui::duration(changed.elapsed()),
-                    serial,
+                    watch,
                 });
             }
             Verdict::TooLong => {
@@ -481,7 +503,7 @@ pub async fn build(
                     vm: place.vm.clone(),
                     phase: phase_label(&last).into(),
                     bound: crate::ui::duration(req.bounds.overall),
-                    serial,
+                    watch,
                 });
             }
         }
@@ -499,7 +521,7 @@ pub async fn build(
     let kept = provider.keep_disk(&place.vm, &id).await.map_err(perr)?;
     let made = Made {
         image: entry.name.clone(),
-        format: Format::Qcow2,
+        format: provider.disk_format(),
         capacity_bytes: kept.capacity_bytes,
         source: format!("built by {}", place.vm),
         prepared_ms: took.as_millis() as u64,
@@ -508,7 +530,7 @@ pub async fn build(
         name: kept.name.clone(),
         path: kept.path.clone(),
         bytes: kept.bytes,
-        uri: req.uri.clone(),
+        uri: provider.location(),
     };
     let disk = match record::store_volume(dirs, &key, made, volume) {
         Ok(d) => d,
@@ -528,11 +550,6 @@ pub fn progress_line(phase: &str, elapsed: Duration, typical: Duration) -> Strin
         crate::ui::duration(elapsed),
         crate::ui::duration(typical)
     )
-}
-
-/// Which provider a build names: libvirt only in this build.
-pub fn supported(kind: ProviderKind) -> bool {
-    kind == ProviderKind::Libvirt
 }
 
 #[cfg(test)]
@@ -621,14 +638,23 @@ mod tests {
             vm: "devcluster-build-windows-server-2025".into(),
             phase: "windows-setup".into(),
             quiet: "2h".into(),
-            serial: "/c/b.serial.log".into(),
+            watch: Watch {
+                console: crate::providers::console_hint(
+                    ProviderKind::Libvirt,
+                    "qemu:///system",
+                    "devcluster-build-windows-server-2025",
+                ),
+                serial: "/c/b.serial.log".into(),
+            },
         };
         assert!(
             e.to_string()
                 .contains("devcluster-build-windows-server-2025")
         );
         let h = e.hint().unwrap();
-        assert!(h.contains("virsh vncdisplay devcluster-build-windows-server-2025"));
+        assert!(
+            h.contains("virsh -c qemu:///system vncdisplay devcluster-build-windows-server-2025")
+        );
         assert!(h.contains("/c/b.serial.log"));
         assert!(progress_line("10-sshd", Duration::from_secs(90), TYPICAL_HW).contains("10-sshd"));
     }

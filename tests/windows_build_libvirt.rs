@@ -80,7 +80,6 @@ fn request(stall: Duration) -> Request {
         },
         poll: Duration::from_millis(500),
         typical: winbuild::TYPICAL_SOFTWARE,
-        uri: URI.into(),
     }
 }
 
@@ -146,7 +145,10 @@ async fn build_stalls_retries_clean_and_keeps_the_disk() {
     assert!(matches!(e, BuildError::Stalled { .. }), "{e:?}");
     assert!(e.to_string().contains(VM), "{e}");
     let hint = e.hint().unwrap();
-    assert!(hint.contains(&format!("virsh vncdisplay {VM}")), "{hint}");
+    assert!(
+        hint.contains(&format!("virsh -c {URI} vncdisplay {VM}")),
+        "{hint}"
+    );
     assert!(hint.contains(".serial.log"), "{hint}");
     // Left running for inspection, with its console where the hint says.
     assert_eq!(virsh(&["domstate", VM]).1.lines().next(), Some("running"));

@@ -172,10 +172,11 @@ fn remove(ctx: &Ctx, a: &RemoveArgs) -> anyhow::Result<ExitStatus> {
 }
 
 fn prune(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
-    // Golden disks kept by libvirt are volumes of its storage: deleted
-    // through the provider at the address they were kept with.
+    // Golden disks and Windows base disks are kept in the provider's
+    // storage: deleted through that provider, at the address they were
+    // kept with.
     let mut runtime = None;
-    let p = images::cache::prune(&ctx.dirs, |v| {
+    let p = images::cache::prune(&ctx.dirs, |kind, v| {
         let rt = match &runtime {
             Some(rt) => rt,
             None => runtime.insert(super::runtime().map_err(|e| e.to_string())?),
@@ -186,7 +187,7 @@ fn prune(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
                 libvirt_domain_type: crate::spec::DomainType::Auto,
                 cache_dir: ctx.dirs.cache.clone(),
             };
-            let provider = crate::providers::open(crate::spec::ProviderKind::Libvirt, &config)
+            let provider = crate::providers::open(kind, &config)
                 .await
                 .map_err(|e| e.to_string())?;
             provider
@@ -270,8 +271,8 @@ pub struct BuildOpts {
 }
 
 /// Builds the Windows base disk of `name` for `kind` (or finds it built).
-/// Refuses, before anything is created, another provider than libvirt and
-/// software emulation without the opt-in.
+/// Refuses, before anything is created, a provider that cannot build one
+/// and software emulation without the opt-in.
 pub async fn build_base(
     ctx: &Ctx,
     name: &str,
@@ -282,36 +283,19 @@ pub async fn build_base(
     use crate::error::UserError;
     use crate::winbuild;
     winbuild::windows_image(&ctx.dirs, name)?;
-    if !winbuild::supported(kind) {
-        return Err(UserError::new(format!(
-            "building Windows base disks for the {kind} provider is not in this devcluster build"
-        ))
-        .hint("use --provider libvirt")
-        .into());
+    let provider = crate::providers::open(kind, config).await?;
+    if !provider.capabilities().windows_builds {
+        return Err(winbuild::BuildError::Unsupported { kind }.into());
     }
-    build_libvirt(ctx, name, config, opts).await
-}
-
-#[cfg(target_os = "linux")]
-async fn build_libvirt(
-    ctx: &Ctx,
-    name: &str,
-    config: &crate::providers::ProviderConfig,
-    opts: &BuildOpts,
-) -> anyhow::Result<crate::images::golden::GoldenDisk> {
-    use crate::error::UserError;
-    use crate::providers::Provider;
-    use crate::winbuild;
-    let provider = crate::providers::libvirt::Libvirt::open(config).await?;
     let notes = provider.prepare_create().await?;
-    let software = provider.domain_type() != Some("kvm");
+    let software = provider.software_emulation();
     if software && !opts.allow_software_emulation {
         return Err(UserError::new(format!(
-            "building {name} here would run Windows Setup under software emulation (no working KVM), which takes hours; refusing without {}",
+            "building {name} here would run Windows Setup under software emulation (no working hardware virtualisation), which takes hours; refusing without {}",
             winbuild::SOFTWARE_FLAG
         ))
         .hint(format!(
-            "run it on a host where KVM works, or pass {} to wait the hours",
+            "run it on a host where KVM or Hyper-V works, or pass {} to wait the hours",
             winbuild::SOFTWARE_FLAG
         ))
         .into());
@@ -347,27 +331,15 @@ async fn build_libvirt(
         } else {
             winbuild::TYPICAL_HW
         },
-        uri: provider.uri().to_string(),
     };
-    let r = winbuild::build(&ctx.dirs, &provider, &req, &fetch, &progress).await;
+    let r = winbuild::build(&ctx.dirs, provider.as_ref(), &req, &fetch, &progress).await;
     downloads.clear();
     bars.clear();
     Ok(r?)
 }
 
-#[cfg(not(target_os = "linux"))]
-async fn build_libvirt(
-    _ctx: &Ctx,
-    _name: &str,
-    _config: &crate::providers::ProviderConfig,
-    _opts: &BuildOpts,
-) -> anyhow::Result<crate::images::golden::GoldenDisk> {
-    Err(crate::error::UserError::new("the libvirt provider runs on Linux hosts only").into())
-}
-
 /// The build's progress on the Printer: one line per phase, refreshed
 /// once a minute with the elapsed time.
-#[cfg(target_os = "linux")]
 struct Progress<'a> {
     bars: &'a ui::NodeProgress,
     vm: String,
@@ -375,7 +347,6 @@ struct Progress<'a> {
     last: std::sync::Mutex<Option<(String, u64)>>,
 }
 
-#[cfg(target_os = "linux")]
 impl crate::winbuild::BuildProgress for Progress<'_> {
     fn note(&self, message: &str) {
         self.printer.info(message);

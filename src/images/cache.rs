@@ -610,7 +610,10 @@ pub struct Pruned {
 /// before its record.
 pub fn prune(
     dirs: &Dirs,
-    mut remove_volume: impl FnMut(&super::golden::ProviderVolume) -> Result<(), String>,
+    mut remove_volume: impl FnMut(
+        crate::spec::ProviderKind,
+        &super::golden::ProviderVolume,
+    ) -> Result<(), String>,
 ) -> Result<Pruned, ImageError> {
     let uses = usage(dirs)?;
     let mut out = Pruned::default();
@@ -643,7 +646,7 @@ pub fn prune(
     for g in super::golden::list(dirs)? {
         if golden_users(&uses, &g).is_empty() {
             if let Some(v) = &g.volume
-                && let Err(why) = remove_volume(v)
+                && let Err(why) = remove_volume(g.key.provider, v)
             {
                 out.golden_kept.push((g.key.id(), why));
                 continue;
@@ -692,7 +695,9 @@ mod tests {
         let deleted = keep(&dirs, "a", "golden-a.qcow2");
         let stuck = keep(&dirs, "b", "golden-b.qcow2");
         let mut asked = Vec::new();
-        let p = prune(&dirs, |v| {
+        let p = prune(&dirs, |kind, v| {
+            // The provider it was kept by, so prune asks that one.
+            assert_eq!(kind, crate::spec::ProviderKind::Libvirt);
             asked.push(v.name.clone());
             if v.name == "golden-b.qcow2" {
                 Err("libvirt is not running".into())

@@ -50,6 +50,11 @@ pub struct Capabilities {
     /// A running node's disk can be copied into a golden disk
     /// ([`Provider::begin_golden`]) that later VMs are linked clones of.
     pub golden_disks: bool,
+    /// `devcluster images build` can make a Windows base disk here: a
+    /// builder VM with the install ISO ([`VmSpec::install_iso`]), key
+    /// presses ([`Provider::press_key`]), the build's log
+    /// ([`Provider::build_log`]) and [`Provider::keep_disk`].
+    pub windows_builds: bool,
 }
 
 /// A golden disk kept in the provider's own storage (QEMU, running as
@@ -251,6 +256,20 @@ pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 pub trait Provider: Send + Sync {
     fn kind(&self) -> ProviderKind;
     fn capabilities(&self) -> Capabilities;
+    /// Whether VMs created here run under software emulation (hours for
+    /// a Windows install), known once [`Provider::prepare_create`] ran.
+    fn software_emulation(&self) -> bool {
+        false
+    }
+    /// Where this provider keeps golden disks, recorded with each one so
+    /// `images prune` deletes it at the same place (the libvirt URI).
+    fn location(&self) -> String {
+        String::new()
+    }
+    /// The format of the disks [`Provider::keep_disk`] makes.
+    fn disk_format(&self) -> crate::images::Format {
+        crate::images::Format::Qcow2
+    }
     /// Gets ready to create VMs (probes the host where that is needed) and
     /// returns what the user should know about how VMs will run here,
     /// e.g. software emulation. Only commands that create VMs call it.
@@ -276,6 +295,16 @@ pub trait Provider: Send + Sync {
             "the {} provider cannot press keys",
             self.kind()
         )))
+    }
+    /// What a Windows builder VM has written of its `devcluster-build:`
+    /// lines so far ([`crate::winbuild::scan`] reads them): by default its
+    /// serial log, `serial_log` of its [`VmSpec`], which the hypervisor
+    /// writes (missing: nothing yet).
+    async fn build_log(&self, vm: &str, serial_log: &std::path::Path) -> Result<String> {
+        let _ = vm;
+        Ok(std::fs::read(serial_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default())
     }
     /// ACPI power-off, forced after `timeout`.
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown>;
@@ -324,6 +353,22 @@ pub trait Provider: Send + Sync {
             "the {} provider does not keep golden disks",
             self.kind()
         ))
+    }
+}
+
+/// How a person watches VM `vm`'s screen on provider `kind` (`uri`: the
+/// libvirt URI): for errors about a Windows guest that gives no SSH or no
+/// progress.
+pub fn console_hint(kind: ProviderKind, uri: &str, vm: &str) -> String {
+    match kind {
+        ProviderKind::Libvirt => format!(
+            "its console with `virsh -c {uri} vncdisplay {vm}` (a VNC viewer on that display)"
+        ),
+        ProviderKind::Hyperv => format!("its console with `vmconnect localhost {vm}`"),
+        ProviderKind::Virtualbox => {
+            format!("its window in VirtualBox Manager (VM {vm}, Show)")
+        }
+        ProviderKind::Auto => "its console in the hypervisor".to_string(),
     }
 }
 

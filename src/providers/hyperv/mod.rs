@@ -443,6 +443,7 @@ impl Provider for HyperV {
             suspend_to_disk: true,
             snapshots: true,
             golden_disks: false,
+            windows_builds: false,
         }
     }
 

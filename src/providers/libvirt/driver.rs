@@ -628,7 +628,16 @@ impl Provider for Libvirt {
             suspend_to_disk: true,
             snapshots: true,
             golden_disks: true,
+            windows_builds: true,
         }
+    }
+
+    fn software_emulation(&self) -> bool {
+        self.domain_type() != Some("kvm")
+    }
+
+    fn location(&self) -> String {
+        self.uri.clone()
     }
 
     async fn ensure_network(&self, net: &NetworkSpec) -> Result<()> {

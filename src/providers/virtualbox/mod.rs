@@ -633,6 +633,7 @@ impl Provider for VirtualBox {
             suspend_to_disk: true,
             snapshots: true,
             golden_disks: false,
+            windows_builds: false,
         }
     }
 
