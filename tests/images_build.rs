@@ -93,8 +93,10 @@ fn a_linux_or_unknown_image_is_refused() {
     nothing_created(&t);
 }
 
+/// A provider this host cannot run is refused with its detection's words
+/// before the ISO is fetched or anything is made.
 #[test]
-fn another_provider_is_refused() {
+fn a_provider_this_host_cannot_run_is_refused() {
     let mut t = Test::new();
     t.env("DEVCLUSTER_LIBVIRT_URI", TEST_URI)
         .args(&[
@@ -106,6 +108,7 @@ fn another_provider_is_refused() {
         ])
         .run()
         .status(1)
+        .stderr_has("Hyper-V runs only on Windows hosts")
         .stderr_has("--provider libvirt");
     nothing_created(&t);
 }

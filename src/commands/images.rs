@@ -283,7 +283,9 @@ pub async fn build_base(
     use crate::error::UserError;
     use crate::winbuild;
     winbuild::windows_image(&ctx.dirs, name)?;
-    let provider = crate::providers::open(kind, config).await?;
+    // `select`, not `open`: a provider this host cannot run is refused
+    // with its detection's reason and fix before anything is fetched.
+    let (provider, _) = crate::providers::select(kind, config).await?;
     if !provider.capabilities().windows_builds {
         return Err(winbuild::BuildError::Unsupported { kind }.into());
     }
