@@ -256,7 +256,7 @@ pub enum BuildError {
         vm: String,
         phase: String,
         quiet: String,
-        watch: Watch,
+        watch: Box<Watch>,
     },
     #[error(
         "builder VM {vm} did not finish within {bound} (at phase {phase}); it is left running for inspection"
@@ -265,14 +265,14 @@ pub enum BuildError {
         vm: String,
         phase: String,
         bound: String,
-        watch: Watch,
+        watch: Box<Watch>,
     },
     #[error("builder VM {vm}: build step {step} failed: {message}")]
     Failed {
         vm: String,
         step: String,
         message: String,
-        watch: Watch,
+        watch: Box<Watch>,
     },
     #[error("the {kind} provider cannot build Windows base disks")]
     Unsupported { kind: ProviderKind },
@@ -289,11 +289,13 @@ pub struct Watch {
 }
 
 impl Watch {
-    fn new(provider: &dyn Provider, vm: &str, serial: &std::path::Path) -> Watch {
-        Watch {
+    // Boxed in the errors: `BuildError` stays small (clippy's
+    // result_large_err, which the Windows target's PathBuf tips over).
+    fn new(provider: &dyn Provider, vm: &str, serial: &std::path::Path) -> Box<Watch> {
+        Box::new(Watch {
             console: crate::providers::console_hint(provider.kind(), &provider.location(), vm),
             serial: serial.to_path_buf(),
-        }
+        })
     }
 }
 
@@ -638,14 +640,14 @@ mod tests {
             vm: "devcluster-build-windows-server-2025".into(),
             phase: "windows-setup".into(),
             quiet: "2h".into(),
-            watch: Watch {
+            watch: Box::new(Watch {
                 console: crate::providers::console_hint(
                     ProviderKind::Libvirt,
                     "qemu:///system",
                     "devcluster-build-windows-server-2025",
                 ),
                 serial: "/c/b.serial.log".into(),
-            },
+            }),
         };
         assert!(
             e.to_string()
