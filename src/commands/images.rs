@@ -239,18 +239,24 @@ fn build(ctx: &Ctx, a: &BuildArgs) -> anyhow::Result<ExitStatus> {
             .unwrap_or(crate::spec::DomainType::Auto),
         cache_dir: ctx.dirs.cache.clone(),
     };
+    crate::winbuild::windows_image(&ctx.dirs, &a.name)?;
     let runtime = super::runtime()?;
-    let disk = runtime.block_on(build_base(
-        ctx,
-        &a.name,
-        kind,
-        &config,
-        &BuildOpts {
-            allow_software_emulation: a.allow_software_emulation,
-            offline: a.offline,
-            accept_license: a.accept_license,
-        },
-    ));
+    let disk = runtime.block_on(async {
+        // `select`, not `open`: a provider this host cannot run is refused
+        // with its detection's reason and fix before anything is fetched.
+        let (provider, _) = crate::providers::select(kind, &config).await?;
+        build_base(
+            ctx,
+            &a.name,
+            provider.as_ref(),
+            &BuildOpts {
+                allow_software_emulation: a.allow_software_emulation,
+                offline: a.offline,
+                accept_license: a.accept_license,
+            },
+        )
+        .await
+    });
     super::finish(runtime);
     let disk = disk?;
     ctx.printer.out(format!(
@@ -270,24 +276,23 @@ pub struct BuildOpts {
     pub accept_license: bool,
 }
 
-/// Builds the Windows base disk of `name` for `kind` (or finds it built).
-/// Refuses, before anything is created, a provider that cannot build one
-/// and software emulation without the opt-in.
+/// Builds the Windows base disk of Windows image `name` with `provider`
+/// (the one `up` or `images build` selected), or finds it built. Refuses,
+/// before anything is created, a provider that cannot build one and
+/// software emulation without the opt-in.
 pub async fn build_base(
     ctx: &Ctx,
     name: &str,
-    kind: crate::spec::ProviderKind,
-    config: &crate::providers::ProviderConfig,
+    provider: &dyn crate::providers::Provider,
     opts: &BuildOpts,
 ) -> anyhow::Result<crate::images::golden::GoldenDisk> {
     use crate::error::UserError;
     use crate::winbuild;
-    winbuild::windows_image(&ctx.dirs, name)?;
-    // `select`, not `open`: a provider this host cannot run is refused
-    // with its detection's reason and fix before anything is fetched.
-    let (provider, _) = crate::providers::select(kind, config).await?;
     if !provider.capabilities().windows_builds {
-        return Err(winbuild::BuildError::Unsupported { kind }.into());
+        return Err(winbuild::BuildError::Unsupported {
+            kind: provider.kind(),
+        }
+        .into());
     }
     let notes = provider.prepare_create().await?;
     let software = provider.software_emulation();
@@ -334,7 +339,7 @@ pub async fn build_base(
             winbuild::TYPICAL_HW
         },
     };
-    let r = winbuild::build(&ctx.dirs, provider.as_ref(), &req, &fetch, &progress).await;
+    let r = winbuild::build(&ctx.dirs, provider, &req, &fetch, &progress).await;
     downloads.clear();
     bars.clear();
     Ok(r?)

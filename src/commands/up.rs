@@ -86,8 +86,7 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, spec: &Spec) -> anyhow::Result<E
             super::images::build_base(
                 ctx,
                 &image,
-                provider.kind(),
-                &config,
+                provider.as_ref(),
                 &super::images::BuildOpts {
                     allow_software_emulation: args.allow_software_emulation,
                     offline,
