@@ -288,12 +288,8 @@ pub async fn build_base(
 ) -> anyhow::Result<crate::images::golden::GoldenDisk> {
     use crate::error::UserError;
     use crate::winbuild;
-    if !provider.capabilities().windows_builds {
-        return Err(winbuild::BuildError::Unsupported {
-            kind: provider.kind(),
-        }
-        .into());
-    }
+    // A provider without `windows_builds` is refused by `winbuild::build`,
+    // before the ISO is fetched.
     let notes = provider.prepare_create().await?;
     let software = provider.software_emulation();
     if software && !opts.allow_software_emulation {
