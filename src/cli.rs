@@ -171,6 +171,11 @@ pub struct BuildArgs {
     /// Accept the evaluation licence of the Windows Server ISO.
     #[arg(long)]
     pub accept_license: bool,
+    /// The disk and NIC of Windows on libvirt: emulated (SATA + e1000e,
+    /// the default) or virtio (with the pinned virtio-win drivers); the
+    /// same choice as `[libvirt] windows_devices` for `up`.
+    #[arg(long, value_enum)]
+    pub windows_devices: Option<crate::spec::WindowsDevices>,
 }
 
 #[derive(Debug, Args)]

@@ -57,7 +57,10 @@ pub async fn resolve_bases(
     for node in &plan.nodes {
         if node.os == Os::Windows {
             if !out.contains_key(&node.image) {
-                out.insert(node.image.clone(), windows_base(dirs, node, provider)?);
+                out.insert(
+                    node.image.clone(),
+                    windows_base(dirs, plan, node, provider)?,
+                );
             }
             continue;
         }
@@ -79,7 +82,8 @@ pub fn missing_windows_bases(
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for node in plan.nodes.iter().filter(|n| n.os == Os::Windows) {
-        if let Err(MachinesError::NoWindowsBase { image, .. }) = windows_base(dirs, node, provider)
+        if let Err(MachinesError::NoWindowsBase { image, .. }) =
+            windows_base(dirs, plan, node, provider)
             && !out.contains(&image)
         {
             out.push(image);
@@ -94,6 +98,7 @@ pub fn missing_windows_bases(
 /// name); `sha256` the ISO's.
 fn windows_base(
     dirs: &Dirs,
+    plan: &Plan,
     node: &NodePlan,
     provider: crate::spec::ProviderKind,
 ) -> Result<BaseImage, MachinesError> {
@@ -120,7 +125,8 @@ fn windows_base(
         .sha256
         .clone()
         .unwrap_or_default();
-    let disk = images::winbase::lookup(dirs, &image, &iso, provider).ok_or_else(|| {
+    let devices = windows_devices(plan, provider);
+    let disk = images::winbase::lookup(dirs, &image, &iso, provider, devices).ok_or_else(|| {
         MachinesError::NoWindowsBase {
             node: node.name.clone(),
             image: entry.name.clone(),
@@ -134,6 +140,19 @@ fn windows_base(
         firmware: crate::providers::Firmware::Uefi,
         secure_boot: true,
     })
+}
+
+/// The devices of `plan`'s Windows guests on `provider`: `[libvirt]
+/// windows_devices` is libvirt's setting; elsewhere the provider's own.
+pub fn windows_devices(
+    plan: &Plan,
+    provider: crate::spec::ProviderKind,
+) -> crate::spec::WindowsDevices {
+    if provider == crate::spec::ProviderKind::Libvirt {
+        plan.libvirt.windows_devices
+    } else {
+        crate::spec::WindowsDevices::Emulated
+    }
 }
 
 /// The VM definition of one node: sizes from the plan, its seed ISO, its
@@ -199,6 +218,13 @@ pub fn vm_spec(
         golden,
         seed_iso,
         install_iso: None,
+        // Read by libvirt only (see `windows_devices`); its Windows nodes
+        // boot the base disk built for the same choice.
+        windows_devices: match node.os {
+            Os::Windows => plan.libvirt.windows_devices,
+            Os::Linux => crate::spec::WindowsDevices::Emulated,
+        },
+        drivers_iso: None,
         serial_log: dirs
             .cluster(&plan.cluster)
             .join("logs")

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::UserError;
 use crate::net::Cidr;
-use crate::spec::{DomainType, Machine, NetworkMode, ProviderKind, Spec, Val};
+use crate::spec::{DomainType, Machine, NetworkMode, ProviderKind, Spec, Val, WindowsDevices};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -98,6 +98,9 @@ pub struct LibvirtPlan {
     pub uri: String,
     pub domain_type: DomainType,
     pub network_mode: NetworkMode,
+    /// Windows guests' disk and NIC (older states: emulated).
+    #[serde(default)]
+    pub windows_devices: WindowsDevices,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,6 +408,7 @@ pub fn plan(spec: &Spec, env: &Surroundings) -> Result<Plan, UserError> {
             uri: spec.libvirt_uri.value.clone(),
             domain_type: spec.libvirt_domain_type.value,
             network_mode: spec.libvirt_network_mode.value,
+            windows_devices: spec.libvirt_windows_devices.value,
         },
     })
 }

@@ -99,6 +99,36 @@ pub enum NetworkMode {
     Isolated,
 }
 
+/// The devices a Windows guest gets on libvirt (`[libvirt]
+/// windows_devices`): `emulated` (the default), a SATA disk and an e1000e
+/// NIC, which Windows drives with its in-box drivers; or `virtio`, a
+/// virtio-blk disk and a virtio-net NIC, faster but only with the virtio-win
+/// drivers, which the base-image build then loads from the pinned
+/// virtio-win ISO ([`crate::images::winbase::virtio_win_entry`]). A base
+/// disk is built for one choice (its key includes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowsDevices {
+    #[default]
+    Emulated,
+    Virtio,
+}
+
+impl WindowsDevices {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowsDevices::Emulated => "emulated",
+            WindowsDevices::Virtio => "virtio",
+        }
+    }
+}
+
+impl fmt::Display for WindowsDevices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One configuration layer: every setting optional, with its origin.
 #[derive(Debug, Clone, Default)]
 pub struct Layer {
@@ -125,6 +155,7 @@ pub struct Layer {
     pub libvirt_uri: Option<Val<String>>,
     pub libvirt_domain_type: Option<Val<DomainType>>,
     pub libvirt_network_mode: Option<Val<NetworkMode>>,
+    pub libvirt_windows_devices: Option<Val<WindowsDevices>>,
     /// Never download: images must be in the cache.
     pub offline: Option<Val<bool>>,
 }
@@ -155,6 +186,9 @@ impl Layer {
             libvirt_uri: self.libvirt_uri.or(lower.libvirt_uri),
             libvirt_domain_type: self.libvirt_domain_type.or(lower.libvirt_domain_type),
             libvirt_network_mode: self.libvirt_network_mode.or(lower.libvirt_network_mode),
+            libvirt_windows_devices: self
+                .libvirt_windows_devices
+                .or(lower.libvirt_windows_devices),
             offline: self.offline.or(lower.offline),
         }
     }
@@ -188,6 +222,7 @@ impl Layer {
             libvirt_uri: s("qemu:///system"),
             libvirt_domain_type: Some(Val::default_value(DomainType::Auto)),
             libvirt_network_mode: Some(Val::default_value(NetworkMode::Nat)),
+            libvirt_windows_devices: Some(Val::default_value(WindowsDevices::Emulated)),
             offline: Some(Val::default_value(false)),
         }
     }
@@ -267,6 +302,7 @@ struct FileLibvirt {
     uri: Option<Spanned<String>>,
     domain_type: Option<Spanned<DomainType>>,
     network_mode: Option<Spanned<NetworkMode>>,
+    windows_devices: Option<Spanned<WindowsDevices>>,
 }
 
 /// Reads a config file into a layer. Unknown keys, wrong types and bad
@@ -319,6 +355,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Layer, UserError> {
         libvirt_uri: st(libvirt.uri),
         libvirt_domain_type: spanned(libvirt.domain_type, path, text),
         libvirt_network_mode: spanned(libvirt.network_mode, path, text),
+        libvirt_windows_devices: spanned(libvirt.windows_devices, path, text),
         offline: spanned(file.offline, path, text),
     })
 }
@@ -371,6 +408,7 @@ pub struct Spec {
     pub libvirt_uri: Val<String>,
     pub libvirt_domain_type: Val<DomainType>,
     pub libvirt_network_mode: Val<NetworkMode>,
+    pub libvirt_windows_devices: Val<WindowsDevices>,
     /// Never download images (`--offline`, `offline = true`).
     pub offline: Val<bool>,
 }
@@ -566,6 +604,9 @@ pub fn resolve(cluster: Val<String>, layer: Layer) -> Result<Spec, UserError> {
         libvirt_uri: req(layer.libvirt_uri, "libvirt.uri")?,
         libvirt_domain_type: req(layer.libvirt_domain_type, "libvirt.domain_type")?,
         libvirt_network_mode: req(layer.libvirt_network_mode, "libvirt.network_mode")?,
+        libvirt_windows_devices: layer
+            .libvirt_windows_devices
+            .unwrap_or_else(|| Val::default_value(WindowsDevices::Emulated)),
         offline: req(layer.offline, "offline")?,
     })
 }
@@ -924,6 +965,38 @@ mod tests {
         }
         let err = parse_file(Path::new("dc.toml"), "[linux]\ntaint = true\n").unwrap_err();
         assert!(err.message.contains("taint"), "{}", err.message);
+    }
+
+    /// `[libvirt] windows_devices`: emulated by default, virtio from a
+    /// file into the plan (and back from a state; a state from before the
+    /// key is emulated); anything else is one error naming file and line.
+    #[test]
+    fn libvirt_windows_devices_key() {
+        let spec = resolve(name("dev"), Layer::default()).unwrap();
+        assert_eq!(spec.libvirt_windows_devices.value, WindowsDevices::Emulated);
+        let text = "windows_workers = 1\n[libvirt]\nwindows_devices = \"virtio\"\n";
+        let layer = parse_file(Path::new("dc.toml"), text).unwrap();
+        let spec = resolve(name("dev"), layer).unwrap();
+        assert_eq!(spec.libvirt_windows_devices.value, WindowsDevices::Virtio);
+        assert_eq!(
+            spec.libvirt_windows_devices.origin.to_string(),
+            "dc.toml line 3"
+        );
+        let plan = crate::plan::plan(&spec, &crate::plan::Surroundings::default()).unwrap();
+        assert_eq!(plan.libvirt.windows_devices, WindowsDevices::Virtio);
+        let mut json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["libvirt"]["windows_devices"], "virtio");
+        json["libvirt"]
+            .as_object_mut()
+            .unwrap()
+            .remove("windows_devices");
+        let old: crate::plan::Plan = serde_json::from_value(json).unwrap();
+        assert_eq!(old.libvirt.windows_devices, WindowsDevices::Emulated);
+        for bad in ["windows_devices = \"vfio\"", "windows_devices = true"] {
+            let text = format!("[libvirt]\n{bad}\n");
+            let err = parse_file(Path::new("dc.toml"), &text).unwrap_err();
+            assert!(err.message.contains("dc.toml line 2"), "{}", err.message);
+        }
     }
 
     #[test]

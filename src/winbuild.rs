@@ -29,7 +29,7 @@ use crate::providers::{
     BaseImage, Firmware, NetworkSpec, Provider, ProviderError, VmSpec, VmState,
 };
 use crate::seed::windows::{self, BuildSeed};
-use crate::spec::{NetworkMode, ProviderKind};
+use crate::spec::{NetworkMode, ProviderKind, WindowsDevices};
 
 /// How long a build usually takes with KVM / Hyper-V (the design target).
 pub const TYPICAL_HW: Duration = Duration::from_secs(25 * 60);
@@ -220,6 +220,9 @@ pub struct Request {
     /// How often the VM and the serial log are looked at.
     pub poll: Duration,
     pub typical: Duration,
+    /// The builder's (and so the base disk's) disk and NIC; virtio only
+    /// on libvirt.
+    pub devices: WindowsDevices,
 }
 
 /// Progress of a build, for the Printer.
@@ -276,6 +279,10 @@ pub enum BuildError {
     },
     #[error("the {kind} provider cannot build Windows base disks")]
     Unsupported { kind: ProviderKind },
+    #[error(
+        "windows_devices = \"virtio\" is a libvirt setting; the {kind} provider gives Windows its own devices"
+    )]
+    VirtioNotHere { kind: ProviderKind },
     #[error("builder VM {vm} vanished during the build")]
     Vanished { vm: String },
 }
@@ -309,6 +316,9 @@ impl BuildError {
                 watch.console,
                 watch.serial.display()
             )),
+            BuildError::VirtioNotHere { .. } => Some(
+                "leave [libvirt] windows_devices at \"emulated\" (or drop --windows-devices), or build with --provider libvirt".into(),
+            ),
             BuildError::Unsupported { .. } => Some(
                 "build it with a provider that can (`devcluster doctor` lists them), or pass --provider libvirt on a Linux host".into(),
             ),
@@ -361,13 +371,22 @@ pub async fn build(
     if !provider.capabilities().windows_builds {
         return Err(BuildError::Unsupported { kind });
     }
+    if req.devices == WindowsDevices::Virtio && kind != ProviderKind::Libvirt {
+        return Err(BuildError::VirtioNotHere { kind });
+    }
     let artifact = entry.artifact_for(kind)?;
     let iso = images::cache::ensure(dirs, &entry, artifact, Some(kind), fetch).await?;
-    let key = winbase::key(&image, &iso.sha256, kind);
+    let key = winbase::key(&image, &iso.sha256, kind, req.devices);
     let id = key.id();
     if let Some(d) = record::lookup(dirs, &key) {
         return Ok(d);
     }
+    // Through the host cache like the ISO: fetched once, verified,
+    // `--offline` after that; before anything is made.
+    let drivers_iso = match req.devices {
+        WindowsDevices::Virtio => Some(winbase::ensure_virtio_win(dirs, fetch).await?.path),
+        WindowsDevices::Emulated => None,
+    };
     // One build per base disk: a second process waits for the first.
     let mut told = false;
     let _held = loop {
@@ -411,6 +430,7 @@ pub async fn build(
         authorized_key: key_pair.public_line.clone(),
         admin_password: crate::pki::generate_windows_password().map_err(BuildError::Pki)?,
         openssh_zip,
+        devices: req.devices,
     };
     let seed_iso = windows::build_seed_iso(&seed).map_err(BuildError::Seed)?;
     let serial = work.join(format!("{}.serial.log", place.vm));
@@ -449,6 +469,8 @@ pub async fn build(
         golden: None,
         seed_iso,
         install_iso: Some(iso.path.clone()),
+        windows_devices: req.devices,
+        drivers_iso,
         serial_log: serial.clone(),
     };
     provider.create_node(&vm).await.map_err(perr)?;

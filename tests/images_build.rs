@@ -112,3 +112,44 @@ fn a_provider_this_host_cannot_run_is_refused() {
         .stderr_has("--provider libvirt");
     nothing_created(&t);
 }
+
+/// The virtio opt-in comes through the host cache like the ISO: offline
+/// and without the pinned virtio-win ISO in the cache, the build stops
+/// naming it, before a builder, key or disk is made. With another
+/// provider the opt-in is refused (it is libvirt's setting).
+#[test]
+fn virtio_needs_the_pinned_driver_iso_and_libvirt() {
+    let mut t = Test::new();
+    let iso = t.home().join("standin.iso");
+    std::fs::create_dir_all(t.home()).unwrap();
+    common::stand_in_windows_iso(&t.dirs(), &iso);
+    let run = t
+        .env("DEVCLUSTER_LIBVIRT_URI", TEST_URI)
+        .args(&[
+            "images",
+            "build",
+            "windows-server-2025",
+            "--windows-devices",
+            "virtio",
+            "--allow-software-emulation",
+            "--accept-license",
+            "--offline",
+        ])
+        .run()
+        .status(1)
+        .stderr_has("virtio-win");
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    nothing_created(&t);
+    t.env("DEVCLUSTER_LIBVIRT_URI", TEST_URI)
+        .args(&[
+            "images",
+            "build",
+            "windows-server-2025",
+            "--windows-devices",
+            "bogus",
+        ])
+        .run()
+        .status(1)
+        .stderr_has("invalid value 'bogus'")
+        .stderr_has("virtio");
+}

@@ -230,6 +230,8 @@ async fn two_nodes_boot_from_our_disks_and_seeds() {
             golden: None,
             seed_iso: devcluster::seed::linux_seed_iso(&seed).unwrap(),
             install_iso: None,
+            windows_devices: Default::default(),
+            drivers_iso: None,
             serial_log: logs.join(format!("{}.serial.log", n.name)),
         };
         provider.create_node(&vm).await.unwrap();

@@ -42,6 +42,8 @@ fn vm(dir: &std::path::Path, name: &str, base: &std::path::Path) -> VmSpec {
         golden: None,
         seed_iso: vec![7u8; 4096],
         install_iso: None,
+        windows_devices: Default::default(),
+        drivers_iso: None,
         serial_log: dir.join(format!("{name}.serial.log")),
     }
 }

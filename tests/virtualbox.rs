@@ -116,6 +116,8 @@ impl Host {
             base: self.base(),
             golden: None,
             install_iso: None,
+            windows_devices: Default::default(),
+            drivers_iso: None,
             seed_iso: format!("seed of {name}").into_bytes(),
             serial_log: self.dir.path().join(format!("{name}.serial.log")),
         }

@@ -22,22 +22,27 @@ use common::vms::virsh_status as virsh;
 use devcluster::images::{self, Fetch, winbase};
 use devcluster::providers::ProviderConfig;
 use devcluster::providers::libvirt::Libvirt;
-use devcluster::spec::{DomainType, ProviderKind};
+use devcluster::spec::{DomainType, ProviderKind, WindowsDevices};
 use devcluster::winbuild::{self, Bounds, BuildError, Place, Request};
 
 const URI: &str = "qemu:///system";
 const VM: &str = "ib-build-win";
 const CLUSTER: &str = "ib1";
 
+/// One build at a time (each runs a builder under TCG).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Cleanup {
+    vm: &'static str,
+    cluster: &'static str,
     volume: std::sync::Mutex<Option<String>>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        virsh(&["destroy", VM]);
-        virsh(&["undefine", VM, "--nvram", "--managed-save"]);
-        let pool = format!("devcluster-{CLUSTER}");
+        virsh(&["destroy", self.vm]);
+        virsh(&["undefine", self.vm, "--nvram", "--managed-save"]);
+        let pool = format!("devcluster-{}", self.cluster);
         virsh(&["pool-destroy", &pool]);
         virsh(&["pool-undefine", &pool]);
         let _ = std::fs::remove_dir_all(format!("/var/lib/libvirt/images/{pool}"));
@@ -80,14 +85,18 @@ fn request(stall: Duration) -> Request {
         },
         poll: Duration::from_millis(500),
         typical: winbuild::TYPICAL_SOFTWARE,
+        devices: Default::default(),
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn build_stalls_retries_clean_and_keeps_the_disk() {
+    let _one = SERIAL.lock().await;
     let world = common::World::new();
     let dirs = &world.dirs;
     let cleanup = Cleanup {
+        vm: VM,
+        cluster: CLUSTER,
         volume: std::sync::Mutex::new(None),
     };
     // A stand-in ISO, served as the user's own copy of the evaluation ISO
@@ -187,7 +196,14 @@ async fn build_stalls_retries_clean_and_keeps_the_disk() {
 
     // Recorded as the base disk `up` uses, listed by `images list`.
     let (_, image) = winbuild::windows_image(dirs, "windows-server-2025").unwrap();
-    let found = winbase::lookup(dirs, &image, &sha, ProviderKind::Libvirt).expect("recorded");
+    let found = winbase::lookup(
+        dirs,
+        &image,
+        &sha,
+        ProviderKind::Libvirt,
+        Default::default(),
+    )
+    .expect("recorded");
     assert_eq!(found.key, disk.key);
     let out = world
         .devcluster()
@@ -213,4 +229,99 @@ async fn build_stalls_retries_clean_and_keeps_the_disk() {
         .unwrap();
     assert_eq!(again.key, disk.key);
     assert!(!virsh(&["dominfo", VM]).0);
+}
+
+/// The virtio opt-in through a whole build on the real libvirtd: the
+/// virtio-win ISO comes through the catalog and cache (a user `virtio-win`
+/// entry with a file:// stand-in, as an air-gapped user would give it);
+/// the running builder has a virtio disk and NIC and the drivers as its
+/// third CD-ROM; the kept disk is recorded under the virtio key, which the
+/// emulated key does not find; the builder's volumes, the drivers copy
+/// among them, are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_virtio_build_takes_the_drivers_cd_and_keeps_a_virtio_base() {
+    const VM2: &str = "ib-build-wv";
+    const CLUSTER2: &str = "ib2";
+    let _one = SERIAL.lock().await;
+    let world = common::World::new();
+    let dirs = &world.dirs;
+    let cleanup = Cleanup {
+        vm: VM2,
+        cluster: CLUSTER2,
+        volume: std::sync::Mutex::new(None),
+    };
+    let iso = world.path("standin.iso");
+    let sha = common::stand_in_windows_iso(dirs, &iso);
+    let drivers = world.path("standin-virtio-win.iso");
+    devcluster::seed::iso::write(
+        &drivers,
+        "virtio-win-0.1.266",
+        &[("virtio-win-guest-tools.exe", b"stand-in".as_slice())],
+    )
+    .unwrap();
+    let drivers_sha = images::sha256_file(&drivers).unwrap();
+    std::fs::write(
+        dirs.config.join("images").join("virtio-win.toml"),
+        format!(
+            "name = \"virtio-win\"\nos = \"windows\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\n\n[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"file://{}\"\nsha256 = \"{drivers_sha}\"\nformat = \"raw\"\n",
+            drivers.display()
+        ),
+    )
+    .unwrap();
+    let p = Libvirt::open(&ProviderConfig {
+        libvirt_uri: URI.into(),
+        libvirt_domain_type: DomainType::Qemu,
+        cache_dir: dirs.cache.clone(),
+    })
+    .await
+    .expect("libvirtd at qemu:///system");
+    let dl = images::download::NoProgress;
+    let fetch = Fetch::new(&dl).accept_license(true);
+    let mut req = request(Duration::from_secs(300));
+    req.place = Place {
+        vm: VM2.into(),
+        cluster: CLUSTER2.into(),
+        subnet: "192.168.245.0/24".parse().unwrap(),
+    };
+    req.devices = WindowsDevices::Virtio;
+    let build = winbuild::build(dirs, &p, &req, &fetch, &Quiet);
+    let power_off = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (running, id) = virsh(&["domid", VM2]);
+            if running && id != "-" {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let (ok, xml) = virsh(&["dumpxml", VM2]);
+                assert!(ok, "{xml}");
+                assert!(virsh(&["destroy", VM2]).0);
+                return xml;
+            }
+        }
+    };
+    let (disk, xml) = tokio::join!(build, power_off);
+    let disk = disk.expect("the virtio build keeps the disk");
+    *cleanup.volume.lock().unwrap() = disk.volume.as_ref().map(|v| v.name.clone());
+    assert!(xml.contains("<target dev='vda' bus='virtio'/>"), "{xml}");
+    assert!(xml.contains("<model type='virtio'/>"), "{xml}");
+    assert!(xml.contains(&format!("{VM2}-drivers.iso")), "{xml}");
+    assert!(xml.contains("<target dev='sdd' bus='sata'/>"), "{xml}");
+    let (_, image) = winbuild::windows_image(dirs, "windows-server-2025").unwrap();
+    assert_eq!(
+        disk.key,
+        winbase::key(&image, &sha, ProviderKind::Libvirt, WindowsDevices::Virtio)
+    );
+    assert!(
+        winbase::lookup(
+            dirs,
+            &image,
+            &sha,
+            ProviderKind::Libvirt,
+            WindowsDevices::Emulated
+        )
+        .is_none(),
+        "a virtio base is not an emulated one"
+    );
+    assert!(!virsh(&["dominfo", VM2]).0, "builder VM left");
+    let (pool_there, _) = virsh(&["pool-info", &format!("devcluster-{CLUSTER2}")]);
+    assert!(!pool_there, "builder pool (and its drivers copy) left");
 }

@@ -21,7 +21,10 @@ use devcluster::providers::{
     BaseImage, Firmware, NetworkSpec, Provider, ProviderConfig, VmSpec, VmState,
 };
 use devcluster::seed::windows;
-use devcluster::spec::{DomainType, Layer, NetworkMode, Origin, Val};
+use devcluster::spec::{DomainType, Layer, NetworkMode, Origin, Val, WindowsDevices};
+
+/// One test at a time: each runs two domains (the most this machine runs).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const URI: &str = "qemu:///system";
 const POOL_ROOT: &str = "/var/lib/libvirt/images";
@@ -39,8 +42,9 @@ fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn plan_for(cluster: &str, cidr: &str) -> Plan {
+fn plan_for(cluster: &str, cidr: &str, devices: WindowsDevices) -> Plan {
     let layer = Layer {
+        libvirt_windows_devices: Some(Val::new(devices, Origin::Default)),
         workers: Some(Val::new(0, Origin::Default)),
         windows_workers: Some(Val::new(1, Origin::Default)),
         node_cidr: Some(Val::new(cidr.into(), Origin::Default)),
@@ -108,10 +112,11 @@ fn child<'a>(n: roxmltree::Node<'a, 'a>, name: &str) -> Option<roxmltree::Node<'
 /// What Windows needs from its domain, read back from the running domain:
 /// UEFI with Secure Boot and Microsoft's keys (Debian's *.ms.fd pair, a
 /// per-VM NVRAM copied from the template), SMM, a SATA disk and
-/// `cdroms` SATA CD-ROMs, an e1000e NIC with the planned MAC, the Hyper-V
+/// `cdroms` SATA CD-ROMs, an e1000e NIC with the planned MAC (with virtio
+/// devices: a virtio-blk disk and a virtio-net NIC), the Hyper-V
 /// enlightenments, an RTC in local time, a VNC console on loopback.
 /// Returns the NVRAM path.
-fn check_windows_domain(name: &str, mac: &str, cdroms: &[&str]) -> String {
+fn check_windows_domain(name: &str, mac: &str, cdroms: &[&str], devices: WindowsDevices) -> String {
     let doc = live_xml(name);
     let loader = elements(&doc, "loader")[0];
     assert_eq!(
@@ -151,23 +156,38 @@ fn check_windows_domain(name: &str, mac: &str, cdroms: &[&str]) -> String {
     );
 
     let disks = elements(&doc, "disk");
-    let sata = |device: &str| -> Vec<String> {
+    let on_bus = |device: &str, bus: &str| -> Vec<String> {
         disks
             .iter()
             .filter(|d| d.attribute("device") == Some(device))
             .filter_map(|d| child(*d, "target"))
-            .filter(|t| t.attribute("bus") == Some("sata"))
+            .filter(|t| t.attribute("bus") == Some(bus))
             .map(|t| t.attribute("dev").unwrap().to_string())
             .collect()
     };
-    assert_eq!(sata("disk"), ["sda"], "{name}: one SATA disk");
-    assert_eq!(sata("cdrom"), cdroms, "{name}: SATA CD-ROMs");
+    let (disk_bus, disk_dev, nic) = match devices {
+        WindowsDevices::Emulated => ("sata", "sda", "e1000e"),
+        WindowsDevices::Virtio => ("virtio", "vda", "virtio"),
+    };
+    assert_eq!(
+        on_bus("disk", disk_bus),
+        [disk_dev],
+        "{name}: one {disk_bus} disk"
+    );
+    assert_eq!(
+        disks
+            .iter()
+            .filter(|d| d.attribute("device") == Some("disk"))
+            .count(),
+        1
+    );
+    assert_eq!(on_bus("cdrom", "sata"), cdroms, "{name}: SATA CD-ROMs");
 
     let ifaces = elements(&doc, "interface");
     assert_eq!(ifaces.len(), 1);
     assert_eq!(
         child(ifaces[0], "model").and_then(|m| m.attribute("type")),
-        Some("e1000e")
+        Some(nic)
     );
     assert_eq!(
         child(ifaces[0], "mac").and_then(|m| m.attribute("address")),
@@ -205,7 +225,8 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
     let world = common::World::new();
     let cluster = "wi1";
     let builder = "wi1-build";
-    let plan = plan_for(cluster, "192.168.242.0/24");
+    let _one = SERIAL.lock().await;
+    let plan = plan_for(cluster, "192.168.242.0/24", WindowsDevices::Emulated);
     let node = plan
         .nodes
         .iter()
@@ -248,6 +269,7 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
         authorized_key: secrets.ssh_client.public_line.clone(),
         admin_password: devcluster::pki::generate_windows_password().unwrap(),
         openssh_zip: Some(b"PK\x05\x06 stand-in".to_vec()),
+        devices: Default::default(),
     };
     let stand_in_base = BaseImage {
         name: "windows-server-2022".into(),
@@ -270,13 +292,20 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
         golden: None,
         seed_iso: windows::build_seed_iso(&build_seed).unwrap(),
         install_iso: Some(install.clone()),
+        windows_devices: Default::default(),
+        drivers_iso: None,
         serial_log: logs.join(format!("{builder}.serial.log")),
     };
     p.create_node(&builder_vm).await.unwrap();
     p.create_node(&builder_vm).await.unwrap(); // idempotent
     p.start(builder).await.unwrap();
     assert_eq!(p.state(builder).await.unwrap(), VmState::Running);
-    let builder_nvram = check_windows_domain(builder, "52:54:00:f2:42:01", &["sdb", "sdc"]);
+    let builder_nvram = check_windows_domain(
+        builder,
+        "52:54:00:f2:42:01",
+        &["sdb", "sdc"],
+        WindowsDevices::Emulated,
+    );
     // The builder's disk is blank (no backing file): Setup installs onto it.
     let vols = volumes(&format!("devcluster-{cluster}"));
     for v in [
@@ -334,7 +363,8 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
     vm.memory_mib = 512;
     p.create_node(&vm).await.unwrap();
     p.start(&node.name).await.unwrap();
-    let node_nvram = check_windows_domain(&node.name, &node.mac, &["sdb"]);
+    let node_nvram =
+        check_windows_domain(&node.name, &node.mac, &["sdb"], WindowsDevices::Emulated);
     assert_ne!(node_nvram, builder_nvram);
 
     let disk = format!("{POOL_ROOT}/devcluster-{cluster}/{}.qcow2", node.name);
@@ -394,6 +424,161 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
     }
     // The base disk is not the node's to delete.
     assert!(Path::new(&base_path).exists());
+    p.remove_storage(cluster).await.unwrap();
+    p.remove_network(cluster).await.unwrap();
+    assert!(!Path::new(&format!("{POOL_ROOT}/devcluster-{cluster}")).exists());
+}
+
+/// The virtio opt-in on the real libvirtd: the builder gets virtio-blk and
+/// virtio-net plus the drivers CD as a third SATA CD-ROM (a stand-in
+/// virtio-win ISO), a node of a `windows_devices = "virtio"` plan the
+/// same devices (from `machines::vm_spec`, as `up` makes it); deleting
+/// them leaves no domain, volume (the drivers copy included) or NVRAM.
+#[tokio::test(flavor = "multi_thread")]
+async fn virtio_builder_and_node_domains_run_and_leave_nothing_behind() {
+    let _one = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let world = common::World::new();
+    let cluster = "wi2";
+    let builder = "wi2-build";
+    let plan = plan_for(cluster, "192.168.244.0/24", WindowsDevices::Virtio);
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.os == Os::Windows)
+        .unwrap()
+        .clone();
+    let base_volume = format!("wi2-standin-base-{}.qcow2", std::process::id());
+    let _cleanup = Cleanup {
+        cluster,
+        vms: vec![builder.into(), node.name.clone()],
+        images_volume: Some(base_volume.clone()),
+    };
+    devcluster::state::save(
+        &world.dirs,
+        &devcluster::state::ClusterState::new(plan.clone()),
+    )
+    .unwrap();
+    let secrets = devcluster::pki::ensure(&world.dirs, &plan).unwrap();
+    let p = provider().await;
+    for n in [builder, node.name.as_str()] {
+        p.delete_node(n).await.unwrap();
+    }
+    p.remove_storage(cluster).await.unwrap();
+    p.remove_network(cluster).await.unwrap();
+    p.ensure_network(&NetworkSpec::from_plan(&plan))
+        .await
+        .unwrap();
+
+    let install = tmp.path().join("standin-install.iso");
+    devcluster::seed::iso::write(
+        &install,
+        "SSS_X64FREE_DV9",
+        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
+    )
+    .unwrap();
+    let drivers = tmp.path().join("standin-virtio-win.iso");
+    devcluster::seed::iso::write(
+        &drivers,
+        "virtio-win-0.1.266",
+        &[("virtio-win-guest-tools.exe", b"stand-in".as_slice())],
+    )
+    .unwrap();
+    let image = windows::image_for("windows-server-2025").unwrap();
+    let build_seed = windows::BuildSeed {
+        image,
+        authorized_key: secrets.ssh_client.public_line.clone(),
+        admin_password: devcluster::pki::generate_windows_password().unwrap(),
+        openssh_zip: None,
+        devices: WindowsDevices::Virtio,
+    };
+    let base = |path: std::path::PathBuf| BaseImage {
+        name: "windows-server-2025".into(),
+        path,
+        sha256: "0".repeat(64),
+        firmware: Firmware::Uefi,
+        secure_boot: true,
+    };
+    let builder_vm = VmSpec {
+        cluster: cluster.into(),
+        name: builder.into(),
+        role: "builder".into(),
+        os: Os::Windows,
+        cpus: 1,
+        memory_mib: 512,
+        disk_gib: 64,
+        mac: "52:54:00:f2:44:01".into(),
+        base: base(tmp.path().join("unused")),
+        golden: None,
+        seed_iso: windows::build_seed_iso(&build_seed).unwrap(),
+        install_iso: Some(install.clone()),
+        windows_devices: WindowsDevices::Virtio,
+        drivers_iso: Some(drivers.clone()),
+        serial_log: world
+            .dirs
+            .cluster(cluster)
+            .join("logs")
+            .join(format!("{builder}.serial.log")),
+    };
+    p.create_node(&builder_vm).await.unwrap();
+    p.create_node(&builder_vm).await.unwrap(); // idempotent
+    p.start(builder).await.unwrap();
+    assert_eq!(p.state(builder).await.unwrap(), VmState::Running);
+    let builder_nvram = check_windows_domain(
+        builder,
+        "52:54:00:f2:44:01",
+        &["sdb", "sdc", "sdd"],
+        WindowsDevices::Virtio,
+    );
+    // The third CD is the drivers ISO, byte for byte.
+    let copy = format!("{POOL_ROOT}/devcluster-{cluster}/wi2-build-drivers.iso");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&drivers).unwrap()
+    );
+    let listing = run("7z", &["l", "-ba", &copy]);
+    assert!(listing.contains("virtio-win-guest-tools.exe"), "{listing}");
+    p.delete_node(builder).await.unwrap();
+    assert!(!Path::new(&builder_nvram).exists());
+    let vols = volumes(&format!("devcluster-{cluster}"));
+    assert!(!vols.contains("wi2-build"), "builder volumes left: {vols}");
+
+    // A node of the virtio plan, on a stand-in base disk.
+    let images_pool = "devcluster-images";
+    if !virsh(&["pool-info", images_pool]).0 {
+        let target = format!("{POOL_ROOT}/{images_pool}");
+        assert!(virsh(&["pool-define-as", images_pool, "dir", "--target", &target]).0);
+        assert!(virsh(&["pool-build", images_pool]).0);
+        assert!(virsh(&["pool-start", images_pool]).0);
+    }
+    let (ok, out) = virsh(&[
+        "vol-create-as",
+        images_pool,
+        &base_volume,
+        "64G",
+        "--format",
+        "qcow2",
+    ]);
+    assert!(ok, "{out}");
+    let base_path = format!("{POOL_ROOT}/{images_pool}/{base_volume}");
+    let mut vm = devcluster::machines::vm_spec(
+        &world.dirs,
+        &plan,
+        &node,
+        &base(base_path.clone().into()),
+        &secrets,
+    )
+    .unwrap();
+    assert_eq!(vm.windows_devices, WindowsDevices::Virtio);
+    vm.cpus = 1;
+    vm.memory_mib = 512;
+    p.create_node(&vm).await.unwrap();
+    p.start(&node.name).await.unwrap();
+    let node_nvram = check_windows_domain(&node.name, &node.mac, &["sdb"], WindowsDevices::Virtio);
+    p.delete_node(&node.name).await.unwrap();
+    assert_eq!(p.state(&node.name).await.unwrap(), VmState::Absent);
+    assert!(!Path::new(&node_nvram).exists());
+    assert!(Path::new(&base_path).exists(), "the base is not the node's");
     p.remove_storage(cluster).await.unwrap();
     p.remove_network(cluster).await.unwrap();
     assert!(!Path::new(&format!("{POOL_ROOT}/devcluster-{cluster}")).exists());

@@ -93,7 +93,7 @@ fn stand_in_windows(t: &Test) {
     ]);
     assert!(ok, "{out}");
     let (_, image) = devcluster::winbuild::windows_image(&dirs, "windows-server-2025").unwrap();
-    let key = winbase::key(&image, &sha, ProviderKind::Libvirt);
+    let key = winbase::key(&image, &sha, ProviderKind::Libvirt, Default::default());
     golden::store_volume(
         &dirs,
         &key,
@@ -112,7 +112,16 @@ fn stand_in_windows(t: &Test) {
         },
     )
     .unwrap();
-    assert!(winbase::lookup(&dirs, &image, &sha, ProviderKind::Libvirt).is_some());
+    assert!(
+        winbase::lookup(
+            &dirs,
+            &image,
+            &sha,
+            ProviderKind::Libvirt,
+            Default::default()
+        )
+        .is_some()
+    );
 }
 
 #[test]

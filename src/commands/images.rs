@@ -253,6 +253,7 @@ fn build(ctx: &Ctx, a: &BuildArgs) -> anyhow::Result<ExitStatus> {
                 allow_software_emulation: a.allow_software_emulation,
                 offline: a.offline,
                 accept_license: a.accept_license,
+                devices: a.windows_devices.unwrap_or_default(),
             },
         )
         .await
@@ -274,6 +275,8 @@ pub struct BuildOpts {
     pub allow_software_emulation: bool,
     pub offline: bool,
     pub accept_license: bool,
+    /// The builder's disk and NIC (libvirt's `windows_devices`).
+    pub devices: crate::spec::WindowsDevices,
 }
 
 /// Builds the Windows base disk of Windows image `name` with `provider`
@@ -334,6 +337,7 @@ pub async fn build_base(
         } else {
             winbuild::TYPICAL_HW
         },
+        devices: opts.devices,
     };
     let r = winbuild::build(&ctx.dirs, provider, &req, &fetch, &progress).await;
     downloads.clear();

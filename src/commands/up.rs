@@ -91,6 +91,7 @@ fn create(ctx: &Ctx, plan: Plan, args: &UpArgs, spec: &Spec) -> anyhow::Result<E
                     allow_software_emulation: args.allow_software_emulation,
                     offline,
                     accept_license: args.accept_license,
+                    devices: machines::windows_devices(&plan, provider.kind()),
                 },
             )
             .await?;

@@ -14,20 +14,23 @@ use super::golden::{self, GoldenDisk, GoldenKey};
 use crate::dirs::Dirs;
 use crate::pki::Secret;
 use crate::seed::windows::{self, BuildSeed, WindowsImage};
-use crate::spec::ProviderKind;
+use crate::spec::{ProviderKind, WindowsDevices};
 
 /// The `kubernetes_version` of a Windows base disk's key.
 pub const KIND: &str = "windows-base";
 
 /// The hash of everything the build runs: every build script and the
 /// answer file rendered from fixed inputs (so a template change is a new
-/// disk, but the per-build key and password are not).
-pub fn build_sha256(image: &WindowsImage) -> String {
+/// disk, but the per-build key and password are not). The devices are in
+/// it: a base disk built for virtio has the virtio-win drivers in it (and
+/// the answer file that loaded them), one for emulated devices does not.
+pub fn build_sha256(image: &WindowsImage, devices: WindowsDevices) -> String {
     let fixed = BuildSeed {
         image: image.clone(),
         authorized_key: "ssh-ed25519 KEY".into(),
         admin_password: Secret::new("PASSWORD"),
         openssh_zip: None,
+        devices,
     };
     let answer = windows::autounattend(&fixed);
     let mut files: Vec<(&str, &[u8])> = windows::BUILD_SCRIPTS
@@ -38,13 +41,19 @@ pub fn build_sha256(image: &WindowsImage) -> String {
     golden::provisioners_sha256(files)
 }
 
-/// The key of the base disk built from the ISO `iso_sha256` for `provider`.
-pub fn key(image: &WindowsImage, iso_sha256: &str, provider: ProviderKind) -> GoldenKey {
+/// The key of the base disk built from the ISO `iso_sha256` for
+/// `provider` with `devices`.
+pub fn key(
+    image: &WindowsImage,
+    iso_sha256: &str,
+    provider: ProviderKind,
+    devices: WindowsDevices,
+) -> GoldenKey {
     GoldenKey {
         base_sha256: iso_sha256.to_string(),
         kubernetes_version: KIND.to_string(),
         provider,
-        provisioners_sha256: build_sha256(image),
+        provisioners_sha256: build_sha256(image, devices),
     }
 }
 
@@ -54,8 +63,9 @@ pub fn lookup(
     image: &WindowsImage,
     iso_sha256: &str,
     provider: ProviderKind,
+    devices: WindowsDevices,
 ) -> Option<GoldenDisk> {
-    golden::lookup(dirs, &key(image, iso_sha256, provider))
+    golden::lookup(dirs, &key(image, iso_sha256, provider, devices))
 }
 
 /// Win32-OpenSSH for Windows Server 2022, whose own OpenSSH is a Feature
@@ -69,27 +79,112 @@ pub const OPENSSH_URL: &str = "https://github.com/PowerShell/Win32-OpenSSH/relea
 pub const OPENSSH_SHA256: &str = "23f50f3458c4c5d0b12217c6a5ddfde0137210a30fa870e98b29827f7b43aba5";
 
 /// The cache entry of the Win32-OpenSSH zip: kept in the host cache like
-/// an image (downloaded once, verified, `--offline` after that). Its
-/// format is `raw`: an opaque file, never converted.
+/// an image (downloaded once, verified, `--offline` after that).
 pub fn openssh_entry() -> super::ImageEntry {
-    super::ImageEntry {
+    pinned_entry(Pinned {
         name: format!("win32-openssh-{OPENSSH_VERSION}"),
+        version: OPENSSH_VERSION,
+        url: OPENSSH_URL,
+        sha256: OPENSSH_SHA256,
+        license: "MIT-style licence of PowerShell/Win32-OpenSSH",
+        license_url: "https://github.com/PowerShell/Win32-OpenSSH",
+        providers: vec![
+            ProviderKind::Libvirt,
+            ProviderKind::Hyperv,
+            ProviderKind::Virtualbox,
+        ],
+    })
+}
+
+/// The zip in the host cache, downloaded and verified if it is not there.
+pub async fn ensure_openssh(
+    dirs: &Dirs,
+    fetch: &super::Fetch<'_>,
+) -> Result<super::cache::Cached, super::ImageError> {
+    ensure_pinned(dirs, openssh_entry(), fetch).await
+}
+
+/// The virtio-win driver ISO (Fedora's build of the virtio-win drivers,
+/// signed for Windows), for libvirt's opt-in virtio devices
+/// ([`crate::spec::WindowsDevices::Virtio`]): Windows Setup loads the
+/// virtio-blk and virtio-net drivers from it. Pinned to the stable release
+/// 0.1.266-1; URL and sha256 as KubeVirt pins them (its WORKSPACE,
+/// `http_file(name = "virtio_win_image")`), and the same sha256 in several
+/// public Packer templates that verify the ISO. Fedora publishes no
+/// checksum file beside it.
+pub const VIRTIO_WIN_VERSION: &str = "0.1.266-1";
+pub const VIRTIO_WIN_URL: &str = "https://fedorapeople.org/groups/virt/virtio-win/direct-downloads/archive-virtio/virtio-win-0.1.266-1/virtio-win-0.1.266.iso";
+pub const VIRTIO_WIN_SHA256: &str =
+    "57b0f6dc8dc92dc2ae8621f8b1bfbd8a873de9bedc788c4c4b305ea28acc77cd";
+
+/// The catalog name of the virtio-win ISO: a user entry of this name
+/// (`<config>/images/virtio-win.toml`) replaces the pinned one, as for any
+/// image (a mirror, an air-gapped copy, another release).
+pub const VIRTIO_WIN_NAME: &str = "virtio-win";
+
+/// The cache entry of the virtio-win ISO (libvirt only; an opaque file).
+pub fn virtio_win_entry() -> super::ImageEntry {
+    pinned_entry(Pinned {
+        name: VIRTIO_WIN_NAME.into(),
+        version: VIRTIO_WIN_VERSION,
+        url: VIRTIO_WIN_URL,
+        sha256: VIRTIO_WIN_SHA256,
+        license: "the virtio-win drivers' licences (BSD-3-Clause and GPL-2.0, Red Hat)",
+        license_url: "https://github.com/virtio-win/virtio-win-pkg-scripts",
+        providers: vec![ProviderKind::Libvirt],
+    })
+}
+
+/// The virtio-win entry: the user's `virtio-win` catalog entry if there is
+/// one, else the pinned one.
+pub fn virtio_win_for(dirs: &Dirs) -> Result<super::ImageEntry, super::ImageError> {
+    Ok(super::catalog::user_entries(dirs)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .find(|e| e.name == VIRTIO_WIN_NAME)
+        .unwrap_or_else(virtio_win_entry))
+}
+
+/// The virtio-win ISO in the host cache, downloaded and verified if it is
+/// not there.
+pub async fn ensure_virtio_win(
+    dirs: &Dirs,
+    fetch: &super::Fetch<'_>,
+) -> Result<super::cache::Cached, super::ImageError> {
+    let entry = virtio_win_for(dirs)?;
+    let artifact = entry.artifact_for(ProviderKind::Libvirt)?.clone();
+    super::cache::ensure(dirs, &entry, &artifact, None, fetch).await
+}
+
+/// A file a build puts on a CD, pinned in code rather than in the catalog
+/// (it is no node image, and users never choose it).
+struct Pinned {
+    name: String,
+    version: &'static str,
+    url: &'static str,
+    sha256: &'static str,
+    license: &'static str,
+    license_url: &'static str,
+    providers: Vec<ProviderKind>,
+}
+
+/// The cache entry of a pinned file. Its format is `raw`: an opaque file,
+/// never converted.
+fn pinned_entry(p: Pinned) -> super::ImageEntry {
+    super::ImageEntry {
+        name: p.name,
         os: crate::plan::Os::Windows,
-        version: Some(OPENSSH_VERSION.into()),
+        version: Some(p.version.into()),
         firmware: crate::providers::Firmware::Uefi,
         default_user: "Administrator".into(),
         secure_boot: false,
-        license: Some("MIT-style licence of PowerShell/Win32-OpenSSH".into()),
-        license_url: Some("https://github.com/PowerShell/Win32-OpenSSH".into()),
+        license: Some(p.license.into()),
+        license_url: Some(p.license_url.into()),
         license_requires_acceptance: false,
         artifacts: vec![super::Artifact {
-            providers: vec![
-                ProviderKind::Libvirt,
-                ProviderKind::Hyperv,
-                ProviderKind::Virtualbox,
-            ],
-            url: OPENSSH_URL.into(),
-            sha256: Some(OPENSSH_SHA256.into()),
+            providers: p.providers,
+            url: p.url.into(),
+            sha256: Some(p.sha256.into()),
             checksum_url: None,
             checksum_name: None,
             format: super::Format::Raw,
@@ -99,12 +194,11 @@ pub fn openssh_entry() -> super::ImageEntry {
     }
 }
 
-/// The zip in the host cache, downloaded and verified if it is not there.
-pub async fn ensure_openssh(
+async fn ensure_pinned(
     dirs: &Dirs,
+    entry: super::ImageEntry,
     fetch: &super::Fetch<'_>,
 ) -> Result<super::cache::Cached, super::ImageError> {
-    let entry = openssh_entry();
     let artifact = entry.artifacts[0].clone();
     super::cache::ensure(dirs, &entry, &artifact, None, fetch).await
 }
@@ -117,14 +211,64 @@ mod tests {
     fn keys_differ_by_iso_provider_and_build() {
         let a = windows::image_for("windows-server-2025").unwrap();
         let b = windows::image_for("windows-server-2022").unwrap();
-        let k = key(&a, &"1".repeat(64), ProviderKind::Libvirt);
-        assert_eq!(k, key(&a, &"1".repeat(64), ProviderKind::Libvirt));
-        assert_ne!(k.id(), key(&a, &"2".repeat(64), ProviderKind::Libvirt).id());
-        assert_ne!(k.id(), key(&a, &"1".repeat(64), ProviderKind::Hyperv).id());
+        let e = WindowsDevices::Emulated;
+        let k = key(&a, &"1".repeat(64), ProviderKind::Libvirt, e);
+        assert_eq!(k, key(&a, &"1".repeat(64), ProviderKind::Libvirt, e));
+        assert_ne!(
+            k.id(),
+            key(&a, &"2".repeat(64), ProviderKind::Libvirt, e).id()
+        );
+        assert_ne!(
+            k.id(),
+            key(&a, &"1".repeat(64), ProviderKind::Hyperv, e).id()
+        );
+        // A disk built with the virtio drivers is another disk.
+        let v = key(
+            &a,
+            &"1".repeat(64),
+            ProviderKind::Libvirt,
+            WindowsDevices::Virtio,
+        );
+        assert_ne!(k.id(), v.id());
         // Same scripts, same template: the image index is the same too, so
         // the two versions differ by ISO only.
-        assert_eq!(build_sha256(&a), build_sha256(&b));
+        assert_eq!(build_sha256(&a, e), build_sha256(&b, e));
+        // ... but not with virtio: each version has its own driver folder.
+        assert_ne!(
+            build_sha256(&a, WindowsDevices::Virtio),
+            build_sha256(&b, WindowsDevices::Virtio)
+        );
         assert_eq!(k.kubernetes_version, KIND);
+    }
+
+    #[test]
+    fn virtio_win_is_pinned_and_a_user_entry_replaces_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        let e = virtio_win_for(&dirs).unwrap();
+        assert_eq!(e, virtio_win_entry());
+        let a = e.artifact_for(ProviderKind::Libvirt).unwrap();
+        assert_eq!(a.url, VIRTIO_WIN_URL);
+        assert_eq!(a.sha256.as_deref(), Some(VIRTIO_WIN_SHA256));
+        assert!(a.url.starts_with("https://") && a.url.contains("0.1.266-1"));
+        assert_eq!(VIRTIO_WIN_SHA256.len(), 64);
+        // libvirt's alone: the others give Windows their own devices.
+        assert!(e.artifact_for(ProviderKind::Hyperv).is_err());
+        let catalog = dirs.config.join("images");
+        std::fs::create_dir_all(&catalog).unwrap();
+        std::fs::write(
+            catalog.join("virtio-win.toml"),
+            format!(
+                "name = \"virtio-win\"\nos = \"windows\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\n[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"file:///mirror/virtio-win.iso\"\nsha256 = \"{}\"\nformat = \"raw\"\n",
+                "a".repeat(64)
+            ),
+        )
+        .unwrap();
+        let user = virtio_win_for(&dirs).unwrap();
+        assert_eq!(user.artifacts[0].url, "file:///mirror/virtio-win.iso");
+        // A broken user entry is an error, not a silent fallback.
+        std::fs::write(catalog.join("virtio-win.toml"), "name = ").unwrap();
+        assert!(virtio_win_for(&dirs).is_err());
     }
 
     #[test]

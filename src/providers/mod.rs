@@ -191,6 +191,14 @@ pub struct VmSpec {
     /// VM: attached as a second CD-ROM, and the disk starts blank instead
     /// of from `base`/`golden`. None for nodes.
     pub install_iso: Option<PathBuf>,
+    /// A Windows guest's disk and NIC on libvirt (`[libvirt]
+    /// windows_devices`); other providers have their own synthetic devices
+    /// and take only the default.
+    pub windows_devices: crate::spec::WindowsDevices,
+    /// The virtio-win driver ISO on the host, for a builder with virtio
+    /// devices: a third CD-ROM, from which Windows Setup loads the disk and
+    /// NIC drivers. None otherwise.
+    pub drivers_iso: Option<PathBuf>,
     /// Where the serial console is logged (appended across boots).
     pub serial_log: PathBuf,
 }

@@ -98,6 +98,9 @@ pub struct WindowsImage {
     /// Whether OpenSSH server ships in the image (2025); otherwise the
     /// build seed must carry the Win32-OpenSSH zip.
     pub builtin_openssh: bool,
+    /// The virtio-win ISO's folder of this version's drivers
+    /// (`viostor\2k25\amd64`).
+    pub virtio_dir: &'static str,
 }
 
 /// Server Datacenter Core on the evaluation ISOs of 2022 and 2025
@@ -105,9 +108,9 @@ pub struct WindowsImage {
 /// 4 Datacenter Desktop; rgl/windows-vagrant windows-evaluation-isos.json).
 /// Datacenter: no per-host limit on Windows containers.
 pub fn image_for(catalog: &str) -> Option<WindowsImage> {
-    let builtin_openssh = match catalog {
-        "windows-server-2022" => false,
-        "windows-server-2025" => true,
+    let (builtin_openssh, virtio_dir) = match catalog {
+        "windows-server-2022" => (false, "2k22"),
+        "windows-server-2025" => (true, "2k25"),
         _ => return None,
     };
     Some(WindowsImage {
@@ -115,6 +118,7 @@ pub fn image_for(catalog: &str) -> Option<WindowsImage> {
         image_index: 3,
         edition: "Datacenter (Server Core)",
         builtin_openssh,
+        virtio_dir,
     })
 }
 
@@ -130,6 +134,9 @@ pub struct BuildSeed {
     pub admin_password: crate::pki::Secret,
     /// The Win32-OpenSSH zip's bytes, for images without OpenSSH.
     pub openssh_zip: Option<Vec<u8>>,
+    /// The builder's disk and NIC: with virtio, Setup loads their drivers
+    /// from the virtio-win CD ([`virtio_driver_paths`]).
+    pub devices: crate::spec::WindowsDevices,
 }
 
 /// Inputs of a node's seed.
@@ -233,6 +240,21 @@ pub fn autounattend(b: &BuildSeed) -> String {
     x.push_str("      <SetupUILanguage>\n        <UILanguage>en-US</UILanguage>\n      </SetupUILanguage>\n");
     x.push_str("      <InputLocale>en-US</InputLocale>\n      <SystemLocale>en-US</SystemLocale>\n      <UILanguage>en-US</UILanguage>\n      <UserLocale>en-US</UserLocale>\n");
     x.push_str("    </component>\n");
+    if b.devices == crate::spec::WindowsDevices::Virtio {
+        component(&mut x, "Microsoft-Windows-PnpCustomizationsWinPE");
+        x.push_str("      <DriverPaths>\n");
+        for (i, path) in virtio_driver_paths(&b.image).iter().enumerate() {
+            let _ = writeln!(
+                x,
+                "        <PathAndCredentials wcm:action=\"add\" wcm:keyValue=\"{}\">",
+                i + 1
+            );
+            let _ = writeln!(x, "          <Path>{}</Path>", esc(path));
+            x.push_str("        </PathAndCredentials>\n");
+        }
+        x.push_str("      </DriverPaths>\n");
+        x.push_str("    </component>\n");
+    }
     component(&mut x, "Microsoft-Windows-Setup");
     x.push_str("      <DiskConfiguration>\n");
     x.push_str("        <Disk wcm:action=\"add\">\n");
@@ -301,6 +323,30 @@ pub fn autounattend(b: &BuildSeed) -> String {
     x.push_str("  </settings>\n");
     x.push_str("</unattend>\n");
     x
+}
+
+/// Where Windows Setup looks for the virtio-blk (`viostor`) and
+/// virtio-net (`NetKVM`) drivers on the virtio-win CD.
+///
+/// Why several drive letters: in windowsPE the CD-ROMs get D:, E:, F: in
+/// the order they are enumerated, and the builder has three (its build CD,
+/// the installation ISO, virtio-win; SATA ports 1-3, so most likely F:);
+/// an answer file cannot name a CD by its label. Setup copies the drivers
+/// of these paths into the driver store of the installed Windows
+/// (Microsoft Learn, `Microsoft-Windows-PnpCustomizationsWinPE` |
+/// DriverPaths | PathAndCredentials | Path), and sysprep keeps the driver
+/// store, so nodes cloned from the base disk boot from virtio-blk too.
+/// That Setup passes over the paths on the two other CDs, which do not
+/// exist, is what Packer templates listing several letters rely on; it is
+/// not proven here (no Windows runs on these machines).
+pub fn virtio_driver_paths(image: &WindowsImage) -> Vec<String> {
+    let mut paths = Vec::new();
+    for letter in ['D', 'E', 'F'] {
+        for driver in ["viostor", "NetKVM"] {
+            paths.push(format!("{letter}:\\{driver}\\{}\\amd64", image.virtio_dir));
+        }
+    }
+    paths
 }
 
 /// A command line that finds the seed CD by the script on it and runs the
@@ -496,6 +542,7 @@ mod tests {
             image,
             authorized_key: CLIENT_KEY.into(),
             admin_password: Secret::new(BUILD_PASSWORD),
+            devices: Default::default(),
         }
     }
 
@@ -714,6 +761,64 @@ mod tests {
                 &["FirstLogonCommands", "SynchronousCommand", "CommandLine"],
             );
             assert!(cmd.contains("build.ps1"), "{cmd}");
+            assert!(!xml.contains(BUILD_PASSWORD));
+        }
+    }
+
+    #[test]
+    fn virtio_build_answer_file_loads_viostor_and_netkvm_in_windows_pe() {
+        for (catalog, dir) in [
+            ("windows-server-2022", "2k22"),
+            ("windows-server-2025", "2k25"),
+        ] {
+            let mut b = build(catalog);
+            b.devices = crate::spec::WindowsDevices::Virtio;
+            let xml = autounattend(&b);
+            insta::assert_snapshot!(format!("autounattend_{catalog}_virtio"), xml);
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            // The driver component sits in windowsPE, before Setup needs
+            // the disk; the other passes are those of the emulated build.
+            let passes = structure(&doc);
+            assert_eq!(
+                passes[0].1,
+                [
+                    "Microsoft-Windows-International-Core-WinPE",
+                    "Microsoft-Windows-PnpCustomizationsWinPE",
+                    "Microsoft-Windows-Setup"
+                ]
+            );
+            let emulated = autounattend(&build(catalog));
+            let plain = roxmltree::Document::parse(&emulated).unwrap();
+            assert_eq!(passes[1..], structure(&plain)[1..]);
+            let pnp = component_of(
+                &doc,
+                "windowsPE",
+                "Microsoft-Windows-PnpCustomizationsWinPE",
+            );
+            let items = element_children(child(pnp, "DriverPaths"));
+            let paths: Vec<String> = items.iter().map(|i| text(*i, &["Path"])).collect();
+            assert_eq!(paths, virtio_driver_paths(&b.image));
+            assert!(
+                paths.contains(&format!("F:\\viostor\\{dir}\\amd64")),
+                "{paths:?}"
+            );
+            assert!(
+                paths.contains(&format!("F:\\NetKVM\\{dir}\\amd64")),
+                "{paths:?}"
+            );
+            // Unique keys, as the list item type requires.
+            let keys: std::collections::BTreeSet<_> = items
+                .iter()
+                .map(|i| {
+                    i.attribute((
+                        "http://schemas.microsoft.com/WMIConfig/2002/State",
+                        "keyValue",
+                    ))
+                    .unwrap()
+                })
+                .collect();
+            assert_eq!(keys.len(), items.len());
+            assert!(!emulated.contains("PnpCustomizationsWinPE"));
             assert!(!xml.contains(BUILD_PASSWORD));
         }
     }

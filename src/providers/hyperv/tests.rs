@@ -130,6 +130,8 @@ fn vm(name: &str) -> VmSpec {
         },
         golden: None,
         install_iso: None,
+        windows_devices: Default::default(),
+        drivers_iso: None,
         seed_iso,
         serial_log: PathBuf::from("hv1-cp.serial.log"),
     }

@@ -411,6 +411,26 @@ fn golden_volume(v: &StorageVol, volume: String, images_path: &str) -> Result<Go
     })
 }
 
+/// Copies the ISO file `iso` into volume `name` of `pool` (QEMU, another
+/// user, must read it), unless a volume of the same size is there already
+/// (a retried create).
+fn upload_iso(conn: &Connect, pool: &StoragePool, name: &str, iso: &std::path::Path) -> Result<()> {
+    let io = |e: std::io::Error| ProviderError::op("reading", iso.display().to_string(), e);
+    let file = std::fs::File::open(iso).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let fresh = match lookup_vol(pool, name)? {
+        Some(v) => v.info().map(|i| i.capacity != len).unwrap_or(true),
+        None => true,
+    };
+    if fresh {
+        delete_vol(pool, name)?;
+        let v = StorageVol::create_xml(pool, &xml::plain_volume_xml(name, len, "raw"), 0)
+            .map_err(err("creating", format!("volume {name}")))?;
+        upload(conn, &v, len, std::io::BufReader::new(file))?;
+    }
+    Ok(())
+}
+
 fn delete_vol(pool: &StoragePool, name: &str) -> Result<()> {
     if let Some(v) = lookup_vol(pool, name)? {
         match v.delete(0) {
@@ -726,21 +746,9 @@ impl Provider for Libvirt {
                     StorageVol::create_xml(&pool, &xml::blank_volume_xml(&disk, vm.disk_gib), 0)
                         .map_err(err("creating", format!("disk {disk}")))?;
                 }
-                let name = xml::install_volume(&vm.name);
-                let io =
-                    |e: std::io::Error| ProviderError::op("reading", iso.display().to_string(), e);
-                let file = std::fs::File::open(iso).map_err(io)?;
-                let len = file.metadata().map_err(io)?.len();
-                let fresh = match lookup_vol(&pool, &name)? {
-                    Some(v) => v.info().map(|i| i.capacity != len).unwrap_or(true),
-                    None => true,
-                };
-                if fresh {
-                    delete_vol(&pool, &name)?;
-                    let v =
-                        StorageVol::create_xml(&pool, &xml::plain_volume_xml(&name, len, "raw"), 0)
-                            .map_err(err("creating", format!("volume {name}")))?;
-                    upload(conn, &v, len, std::io::BufReader::new(file))?;
+                upload_iso(conn, &pool, &xml::install_volume(&vm.name), iso)?;
+                if let Some(drivers) = &vm.drivers_iso {
+                    upload_iso(conn, &pool, &xml::drivers_volume(&vm.name), drivers)?;
                 }
             } else {
                 // The base image, uploaded once per content hash, or the golden
@@ -963,6 +971,7 @@ impl Provider for Libvirt {
                 delete_vol(&pool, &xml::disk_volume(&name))?;
                 delete_vol(&pool, &xml::seed_volume(&name))?;
                 delete_vol(&pool, &xml::install_volume(&name))?;
+                delete_vol(&pool, &xml::drivers_volume(&name))?;
             }
             Ok(())
         })

@@ -14,6 +14,11 @@
 //!   SATA (AHCI) driver, and when the guest cannot see the seed cloud-init
 //!   silently falls back to no datasource. Windows guests are the opposite
 //!   (no virtio drivers in the box): SATA disk and CD-ROM, e1000e NIC.
+//!   With `[libvirt] windows_devices = "virtio"` the disk is virtio-blk and
+//!   the NIC virtio-net (the base disk was built with the virtio-win
+//!   drivers, whose CD the builder gets as a third CD-ROM); CD-ROMs stay
+//!   on SATA, where Windows Setup finds its answer file and the drivers
+//!   before any driver is loaded.
 //! - **Serial console to a file with `append='on'`**: libvirt truncates the
 //!   log at every start and restore otherwise, losing the previous boot.
 //! - **Deterministic UUIDs** derived from the names: redefining a domain or
@@ -107,6 +112,11 @@ pub fn seed_volume(node: &str) -> String {
 /// A builder VM's copy of the installation ISO (deleted with the VM).
 pub fn install_volume(node: &str) -> String {
     format!("{node}-install.iso")
+}
+
+/// A builder VM's copy of the virtio-win driver ISO (deleted with the VM).
+pub fn drivers_volume(node: &str) -> String {
+    format!("{node}-drivers.iso")
 }
 
 /// The cluster network: our subnet, the host as gateway, DHCP host entries
@@ -315,7 +325,10 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
     let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
     let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
     let _ = writeln!(x, "  <devices>");
-    let (disk_bus, disk_dev, cd_bus, cd_dev, nic) = if windows {
+    let virtio_windows = windows && vm.windows_devices == crate::spec::WindowsDevices::Virtio;
+    let (disk_bus, disk_dev, cd_bus, cd_dev, nic) = if virtio_windows {
+        ("virtio", "vda", "sata", "sdb", "virtio")
+    } else if windows {
         ("sata", "sda", "sata", "sdb", "e1000e")
     } else {
         ("virtio", "vda", "scsi", "sda", "virtio")
@@ -368,6 +381,21 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
         let _ = writeln!(x, "      <target dev='sdc' bus='{cd_bus}'/>");
         let _ = writeln!(x, "      <readonly/>");
         let _ = writeln!(x, "      <boot order='2'/>");
+        let _ = writeln!(x, "    </disk>");
+    }
+    if vm.install_iso.is_some() && vm.drivers_iso.is_some() {
+        // virtio-win, for Setup's DriverPaths (seed::windows::
+        // virtio_driver_paths): the third CD-ROM.
+        let _ = writeln!(x, "    <disk type='volume' device='cdrom'>");
+        let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
+        let _ = writeln!(
+            x,
+            "      <source pool='{}' volume='{}'/>",
+            esc(&host.pool),
+            esc(&drivers_volume(&vm.name))
+        );
+        let _ = writeln!(x, "      <target dev='sdd' bus='{cd_bus}'/>");
+        let _ = writeln!(x, "      <readonly/>");
         let _ = writeln!(x, "    </disk>");
     }
     let _ = writeln!(x, "    <interface type='network'>");
@@ -449,6 +477,8 @@ mod tests {
             golden: None,
             seed_iso: Vec::new(),
             install_iso: None,
+            windows_devices: Default::default(),
+            drivers_iso: None,
             serial_log: format!("/state/clusters/dev/logs/{}.serial.log", node.name).into(),
         }
     }
@@ -493,6 +523,47 @@ mod tests {
         assert!(disk < cd);
         assert!(xml[cd - 200..cd].contains("dev-build-install.iso"));
         assert!(!xml.contains("<boot dev="), "per-device boot order only");
+    }
+
+    #[test]
+    fn virtio_windows_gets_virtio_disk_and_nic_and_the_builder_the_drivers_cd() {
+        let p = three_node_plan();
+        let host = DomainHost {
+            domain_type: "kvm",
+            pool: network_name("dev"),
+        };
+        let mut node = vm(&p.nodes[2]);
+        assert_eq!(node.os, Os::Windows);
+        node.windows_devices = crate::spec::WindowsDevices::Virtio;
+        let xml = domain_xml(&node, &host);
+        insta::assert_snapshot!("domain_windows_virtio_node", xml);
+        assert_eq!(
+            disk_target(&xml, &disk_volume(&node.name)).as_deref(),
+            Some("vda")
+        );
+        assert!(xml.contains("<target dev='vda' bus='virtio'/>"));
+        assert!(xml.contains("<model type='virtio'/>") && !xml.contains("e1000e"));
+        // The seed CD stays on SATA (Setup reads it before drivers load).
+        assert!(xml.contains("<target dev='sdb' bus='sata'/>"));
+        assert!(!xml.contains("-drivers.iso"), "a node has no drivers CD");
+
+        let mut b = node.clone();
+        b.name = "dev-build".into();
+        b.install_iso = Some("/cache/windows.iso".into());
+        b.drivers_iso = Some("/cache/virtio-win.iso".into());
+        let xml = domain_xml(&b, &host);
+        insta::assert_snapshot!("domain_windows_virtio_builder", xml);
+        let cds: Vec<&str> = xml
+            .split("<disk type='volume' device='cdrom'>")
+            .skip(1)
+            .collect();
+        assert_eq!(cds.len(), 3, "build CD, install ISO, virtio-win: {xml}");
+        assert!(cds[2].contains("dev-build-drivers.iso"));
+        assert!(cds[2].contains("<target dev='sdd' bus='sata'/>"));
+        // An emulated builder has no drivers CD.
+        b.windows_devices = crate::spec::WindowsDevices::Emulated;
+        b.drivers_iso = None;
+        assert!(!domain_xml(&b, &host).contains("-drivers.iso"));
     }
 
     #[test]

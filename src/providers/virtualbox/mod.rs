@@ -1138,6 +1138,8 @@ mod tests {
             },
             golden: None,
             install_iso: None,
+            windows_devices: Default::default(),
+            drivers_iso: None,
             seed_iso: vec![],
             serial_log: "/logs/dev-w1.serial.log".into(),
         };
