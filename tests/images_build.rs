@@ -137,7 +137,8 @@ fn virtio_needs_the_pinned_driver_iso_and_libvirt() {
         ])
         .run()
         .status(1)
-        .stderr_has("virtio-win");
+        .stderr_has("image virtio-win is not in the cache")
+        .stderr_has("devcluster images pull virtio-win");
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     // The Windows ISO came through the cache (it is a local file); no
     // builder key, build log or base disk was made.

@@ -145,6 +145,19 @@ pub fn virtio_win_for(dirs: &Dirs) -> Result<super::ImageEntry, super::ImageErro
         .unwrap_or_else(virtio_win_entry))
 }
 
+/// The entry of a file a Windows build puts on a CD, by name (for
+/// `images pull NAME`, which the offline error's hint names).
+pub fn build_media(
+    dirs: &Dirs,
+    name: &str,
+) -> Result<Option<super::ImageEntry>, super::ImageError> {
+    if name == VIRTIO_WIN_NAME {
+        return virtio_win_for(dirs).map(Some);
+    }
+    let openssh = openssh_entry();
+    Ok((name == openssh.name).then_some(openssh))
+}
+
 /// The virtio-win ISO in the host cache, downloaded and verified if it is
 /// not there.
 pub async fn ensure_virtio_win(
@@ -266,6 +279,16 @@ mod tests {
         .unwrap();
         let user = virtio_win_for(&dirs).unwrap();
         assert_eq!(user.artifacts[0].url, "file:///mirror/virtio-win.iso");
+        assert_eq!(
+            build_media(&dirs, VIRTIO_WIN_NAME)
+                .unwrap()
+                .unwrap()
+                .artifacts[0]
+                .url,
+            "file:///mirror/virtio-win.iso"
+        );
+        assert!(build_media(&dirs, &openssh_entry().name).unwrap().is_some());
+        assert!(build_media(&dirs, "ubuntu-24.04").unwrap().is_none());
         // A broken user entry is an error, not a silent fallback.
         std::fs::write(catalog.join("virtio-win.toml"), "name = ").unwrap();
         assert!(virtio_win_for(&dirs).is_err());
