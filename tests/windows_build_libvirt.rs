@@ -255,7 +255,7 @@ async fn a_virtio_build_takes_the_drivers_cd_and_keeps_a_virtio_base() {
     let drivers = world.path("standin-virtio-win.iso");
     devcluster::seed::iso::write(
         &drivers,
-        "virtio-win-0.1.266",
+        "VIRTIO_WIN",
         &[("virtio-win-guest-tools.exe", b"stand-in".as_slice())],
     )
     .unwrap();

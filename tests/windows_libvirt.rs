@@ -480,7 +480,7 @@ async fn virtio_builder_and_node_domains_run_and_leave_nothing_behind() {
     let drivers = tmp.path().join("standin-virtio-win.iso");
     devcluster::seed::iso::write(
         &drivers,
-        "virtio-win-0.1.266",
+        "VIRTIO_WIN",
         &[("virtio-win-guest-tools.exe", b"stand-in".as_slice())],
     )
     .unwrap();
