@@ -355,48 +355,38 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
             "    <controller type='scsi' index='0' model='virtio-scsi'/>"
         );
     }
-    let _ = writeln!(x, "    <disk type='volume' device='cdrom'>");
-    let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
-    let _ = writeln!(
-        x,
-        "      <source pool='{}' volume='{}'/>",
-        esc(&host.pool),
-        esc(&seed_volume(&vm.name))
+    cdrom(
+        &mut x,
+        &host.pool,
+        &seed_volume(&vm.name),
+        cd_dev,
+        cd_bus,
+        None,
     );
-    let _ = writeln!(x, "      <target dev='{cd_dev}' bus='{cd_bus}'/>");
-    let _ = writeln!(x, "      <readonly/>");
-    let _ = writeln!(x, "    </disk>");
     if vm.install_iso.is_some() {
         // The builder: a blank disk boots nothing, so firmware falls
         // through to the installation CD; after Setup's first reboot the
         // disk boots.
-        let _ = writeln!(x, "    <disk type='volume' device='cdrom'>");
-        let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
-        let _ = writeln!(
-            x,
-            "      <source pool='{}' volume='{}'/>",
-            esc(&host.pool),
-            esc(&install_volume(&vm.name))
+        cdrom(
+            &mut x,
+            &host.pool,
+            &install_volume(&vm.name),
+            "sdc",
+            cd_bus,
+            Some(2),
         );
-        let _ = writeln!(x, "      <target dev='sdc' bus='{cd_bus}'/>");
-        let _ = writeln!(x, "      <readonly/>");
-        let _ = writeln!(x, "      <boot order='2'/>");
-        let _ = writeln!(x, "    </disk>");
     }
     if vm.install_iso.is_some() && vm.drivers_iso.is_some() {
         // virtio-win, for Setup's DriverPaths (seed::windows::
         // virtio_driver_paths): the third CD-ROM.
-        let _ = writeln!(x, "    <disk type='volume' device='cdrom'>");
-        let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
-        let _ = writeln!(
-            x,
-            "      <source pool='{}' volume='{}'/>",
-            esc(&host.pool),
-            esc(&drivers_volume(&vm.name))
+        cdrom(
+            &mut x,
+            &host.pool,
+            &drivers_volume(&vm.name),
+            "sdd",
+            cd_bus,
+            None,
         );
-        let _ = writeln!(x, "      <target dev='sdd' bus='{cd_bus}'/>");
-        let _ = writeln!(x, "      <readonly/>");
-        let _ = writeln!(x, "    </disk>");
     }
     let _ = writeln!(x, "    <interface type='network'>");
     let _ = writeln!(x, "      <mac address='{}'/>", esc(&vm.mac));
@@ -437,6 +427,24 @@ pub fn domain_xml(vm: &VmSpec, host: &DomainHost) -> String {
     let _ = writeln!(x, "  </devices>");
     x.push_str("</domain>\n");
     x
+}
+
+/// A read-only CD-ROM holding volume `volume` of `pool`.
+fn cdrom(x: &mut String, pool: &str, volume: &str, dev: &str, bus: &str, boot: Option<u32>) {
+    let _ = writeln!(x, "    <disk type='volume' device='cdrom'>");
+    let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
+    let _ = writeln!(
+        x,
+        "      <source pool='{}' volume='{}'/>",
+        esc(pool),
+        esc(volume)
+    );
+    let _ = writeln!(x, "      <target dev='{dev}' bus='{bus}'/>");
+    let _ = writeln!(x, "      <readonly/>");
+    if let Some(order) = boot {
+        let _ = writeln!(x, "      <boot order='{order}'/>");
+    }
+    let _ = writeln!(x, "    </disk>");
 }
 
 #[cfg(test)]
