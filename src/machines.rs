@@ -97,6 +97,23 @@ fn windows_base(
     node: &NodePlan,
     provider: crate::spec::ProviderKind,
 ) -> Result<BaseImage, MachinesError> {
+    let (entry, iso, disk) = windows_base_disk(dirs, node, provider)?;
+    Ok(BaseImage {
+        name: entry.name.clone(),
+        path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
+        sha256: iso,
+        firmware: crate::providers::Firmware::Uefi,
+        secure_boot: true,
+    })
+}
+
+/// The record of a Windows node's base disk, with its catalog entry and
+/// the ISO's sha256.
+fn windows_base_disk(
+    dirs: &Dirs,
+    node: &NodePlan,
+    provider: crate::spec::ProviderKind,
+) -> Result<(images::ImageEntry, String, images::golden::GoldenDisk), MachinesError> {
     let entry = images::catalog::find(dirs, &node.image)?;
     let unsupported = |message: String| MachinesError::Unsupported {
         node: node.name.clone(),
@@ -127,13 +144,7 @@ fn windows_base(
             provider,
         }
     })?;
-    Ok(BaseImage {
-        name: entry.name.clone(),
-        path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
-        sha256: iso,
-        firmware: crate::providers::Firmware::Uefi,
-        secure_boot: true,
-    })
+    Ok((entry, iso, disk))
 }
 
 /// The VM definition of one node: sizes from the plan, its seed ISO, its
@@ -163,10 +174,19 @@ pub fn vm_spec(
             }
         })?;
         let iso = crate::seed::windows::node_seed_iso(&seed).map_err(seed_err)?;
-        let volume = base
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        // The provider's name of the base disk as `images build` recorded
+        // it: a VirtualBox base VM is not named by its disk's file. Without
+        // a record (a base given by hand), the file name: the libvirt
+        // volume's name.
+        let recorded = windows_base_disk(dirs, node, plan.provider)
+            .ok()
+            .and_then(|(_, _, d)| d.volume)
+            .map(|v| v.name);
+        let volume = recorded.or_else(|| {
+            base.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        });
         (iso, volume)
     } else {
         let seed = crate::seed::seed_inputs_for(
