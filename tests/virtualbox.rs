@@ -824,7 +824,10 @@ fn windows_paths_cut_short_are_redone_and_a_missing_base_is_explained() {
         let e = p.create_node(&node).await.unwrap_err();
         let text = e.to_string();
         assert!(text.contains("devcluster-winbase-gone"), "{text}");
-        assert!(text.contains("images prune") && text.contains("images build"), "{text}");
+        assert!(
+            text.contains("images prune") && text.contains("images build"),
+            "{text}"
+        );
         assert_eq!(h.count("clonevm devcluster-winbase-gone"), 0);
     });
 }
@@ -903,14 +906,16 @@ fn play_guest(
     std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let uuid = loop {
-            assert!(std::time::Instant::now() < deadline, "the builder never ran");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the builder never ran"
+            );
             std::thread::sleep(Duration::from_millis(20));
             let Ok(info) = std::fs::read_to_string(vm_dir.join("info")) else {
                 continue;
             };
             let uuid = std::fs::read_to_string(vm_dir.join("uuid")).unwrap_or_default();
-            if info.lines().any(|l| l == "VMState=\"running\"")
-                && Some(&uuid) != old_uuid.as_ref()
+            if info.lines().any(|l| l == "VMState=\"running\"") && Some(&uuid) != old_uuid.as_ref()
             {
                 break uuid;
             }
@@ -922,8 +927,8 @@ fn play_guest(
             .and_then(|l| l.strip_suffix('"'))
             .expect("the serial console is a file")
             .to_string();
-        let seed = String::from_utf8_lossy(&std::fs::read(machine.join("seed.iso")).unwrap())
-            .into_owned();
+        let seed =
+            String::from_utf8_lossy(&std::fs::read(machine.join("seed.iso")).unwrap()).into_owned();
         let values: Vec<String> = seed
             .split("<Value>")
             .skip(1)
@@ -996,7 +1001,9 @@ fn images_build_on_virtualbox_end_to_end_with_the_stand_in() {
         .expect_err("a failed line ends the build");
     let (first_uuid, values) = guest.join().unwrap();
     match &e {
-        BuildError::Failed { vm, step, message, .. } => {
+        BuildError::Failed {
+            vm, step, message, ..
+        } => {
             assert_eq!(vm, BUILD_VM);
             assert_eq!(step, "30-containers");
             assert_eq!(message, "exit code 1");
@@ -1005,7 +1012,9 @@ fn images_build_on_virtualbox_end_to_end_with_the_stand_in() {
     }
     let hint = e.hint().unwrap();
     assert!(
-        hint.contains(&format!("its window in VirtualBox Manager (VM {BUILD_VM}, Show)")),
+        hint.contains(&format!(
+            "its window in VirtualBox Manager (VM {BUILD_VM}, Show)"
+        )),
         "{hint}"
     );
     assert!(hint.contains(&format!("{BUILD_VM}.serial.log")), "{hint}");
@@ -1017,7 +1026,11 @@ fn images_build_on_virtualbox_end_to_end_with_the_stand_in() {
     // cached ISO and the build seed on the DVDs, Secure Boot.
     let info = h.info(BUILD_VM);
     assert!(info.contains("\"SATA-1-0\"=\""), "{info}");
-    assert!(info.lines().any(|l| l.starts_with("\"SATA-1-0\"=") && l.ends_with(".iso\"")), "{info}");
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("\"SATA-1-0\"=") && l.ends_with(".iso\"")),
+        "{info}"
+    );
     assert!(h.nvram(BUILD_VM).ends_with("secureboot --enable\n"));
     // The seed carries the encoded Administrator password; no command does.
     assert!(!values.is_empty(), "no password in the build seed?");
@@ -1051,10 +1064,22 @@ fn images_build_on_virtualbox_end_to_end_with_the_stand_in() {
     };
     // The old builder goes (powered off, deleted) before the new is made,
     // and the disk is kept before the builder is deleted again.
-    assert!(at(&format!("controlvm {BUILD_VM} poweroff")) < at(&format!("unregistervm {BUILD_VM} --delete")));
-    assert!(at(&format!("unregistervm {BUILD_VM} --delete")) < at(&format!("createvm --name {BUILD_VM}")));
-    assert!(at(&format!("createvm --name {BUILD_VM}")) < at(&format!("startvm {BUILD_VM} --type headless")));
-    assert!(at(&format!("startvm {BUILD_VM}")) < at(&format!("controlvm {BUILD_VM} keyboardputscancode")));
+    assert!(
+        at(&format!("controlvm {BUILD_VM} poweroff"))
+            < at(&format!("unregistervm {BUILD_VM} --delete"))
+    );
+    assert!(
+        at(&format!("unregistervm {BUILD_VM} --delete"))
+            < at(&format!("createvm --name {BUILD_VM}"))
+    );
+    assert!(
+        at(&format!("createvm --name {BUILD_VM}"))
+            < at(&format!("startvm {BUILD_VM} --type headless"))
+    );
+    assert!(
+        at(&format!("startvm {BUILD_VM}"))
+            < at(&format!("controlvm {BUILD_VM} keyboardputscancode"))
+    );
     let keep = at("createvm --name devcluster-winbase-");
     assert!(keep > at(&format!("controlvm {BUILD_VM} poweroff")));
     let removed = calls
@@ -1097,22 +1122,34 @@ fn images_build_on_virtualbox_end_to_end_with_the_stand_in() {
 
     // The passwords themselves: Windows' encoding is base64 of UTF-16LE
     // of the password followed by the element's name.
-    let mut secrets: Vec<String> = values.iter().chain(&values2).cloned().collect();
+    // Other `<Value>`s (the image index) are not passwords: skipped.
+    let mut secrets: Vec<String> = Vec::new();
     for v in values.iter().chain(&values2) {
         use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(v).unwrap();
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(v) else {
+            continue;
+        };
         let units: Vec<u16> = bytes
             .chunks(2)
+            .filter(|c| c.len() == 2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
-        let text = String::from_utf16(&units).unwrap();
-        let password = text
+        let Ok(text) = String::from_utf16(&units) else {
+            continue;
+        };
+        if let Some(password) = text
             .strip_suffix("AdministratorPassword")
             .or_else(|| text.strip_suffix("Password"))
-            .unwrap_or_else(|| panic!("not a password encoding: {text}"));
-        assert!(password.len() >= 12, "{password}");
-        secrets.push(password.to_string());
+        {
+            assert!(password.len() >= 12, "{password}");
+            secrets.push(v.clone());
+            secrets.push(password.to_string());
+        }
     }
+    assert!(
+        secrets.len() >= 4,
+        "no passwords found in the seeds: {values:?}"
+    );
     for c in h.calls() {
         for s in &secrets {
             assert!(!c.contains(s.as_str()), "a seed secret in `{c}`");

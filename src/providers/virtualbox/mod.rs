@@ -602,7 +602,14 @@ impl VirtualBox {
     }
 
     /// Attaches `medium` to `vm`'s SATA `port` as `kind` (`hdd`, `dvddrive`).
-    async fn attach(&self, vm: &str, port: &str, kind: &str, medium: &Path, what: &str) -> Result<()> {
+    async fn attach(
+        &self,
+        vm: &str,
+        port: &str,
+        kind: &str,
+        medium: &Path,
+        what: &str,
+    ) -> Result<()> {
         let medium = medium.to_string_lossy().into_owned();
         self.vbm(
             vm,
@@ -1204,7 +1211,8 @@ impl Provider for VirtualBox {
         self.vbm(name, &args)
             .await
             .map_err(op("configuring", format!("VM {name}")))?;
-        self.attach(name, "1", "dvddrive", &seed, "the seed").await?;
+        self.attach(name, "1", "dvddrive", &seed, "the seed")
+            .await?;
         // Windows boots its Microsoft-signed boot manager with Secure Boot
         // on, as its builder did; the clone gets its own variable store.
         if vm.os == Os::Windows && vm.base.secure_boot {
