@@ -1187,6 +1187,63 @@ pub async fn sync_clocks(
 mod tests {
     use super::*;
 
+    /// A Windows node's `golden` is the provider's recorded name of the
+    /// base disk (a VirtualBox base VM, whose disk file is `disk.vdi`);
+    /// without a record, the path's file name (the libvirt volume name).
+    #[test]
+    fn a_windows_node_clones_the_recorded_base_disk_by_its_name() {
+        let mut plan = crate::kube::kubeadm::tests::plan("1.37");
+        plan.provider = crate::spec::ProviderKind::Virtualbox;
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        let win = plan.node("dev-win1").unwrap().clone();
+        assert!(matches!(
+            windows_base(&dirs, &win, plan.provider),
+            Err(MachinesError::NoWindowsBase { .. })
+        ));
+        let entry = images::catalog::find(&dirs, &win.image).unwrap();
+        let image = crate::seed::windows::image_for(&entry.name).unwrap();
+        let iso = entry
+            .artifact_for(plan.provider)
+            .unwrap()
+            .sha256
+            .clone()
+            .unwrap();
+        let key = images::winbase::key(&image, &iso, plan.provider);
+        let disk = tmp.path().join("devcluster-winbase-x/disk.vdi");
+        images::golden::store_volume(
+            &dirs,
+            &key,
+            images::golden::Made {
+                image: entry.name.clone(),
+                format: images::Format::Vdi,
+                capacity_bytes: 64 << 30,
+                source: "built by devcluster-build-x".into(),
+                prepared_ms: 1,
+            },
+            images::golden::ProviderVolume {
+                name: "devcluster-winbase-x".into(),
+                path: disk.clone(),
+                bytes: 1,
+                uri: String::new(),
+            },
+        )
+        .unwrap();
+        let base = windows_base(&dirs, &win, plan.provider).unwrap();
+        assert_eq!(base.path, disk);
+        let secrets = crate::pki::ensure(&dirs, &plan).unwrap();
+        let vm = vm_spec(&dirs, &plan, &win, &base, &secrets).unwrap();
+        assert_eq!(vm.golden.as_deref(), Some("devcluster-winbase-x"));
+        // A base given by hand, with no record: its file name.
+        let other = BaseImage {
+            path: "/pool/winbase-1.qcow2".into(),
+            ..base
+        };
+        plan.provider = crate::spec::ProviderKind::Libvirt;
+        let vm = vm_spec(&dirs, &plan, &win, &other, &secrets).unwrap();
+        assert_eq!(vm.golden.as_deref(), Some("winbase-1.qcow2"));
+    }
+
     #[test]
     fn workers_prepare_node_waits_for_the_control_planes_release() {
         let mut plan = crate::kube::kubeadm::tests::plan("1.37");
