@@ -102,6 +102,23 @@ fn windows_base(
     node: &NodePlan,
     provider: crate::spec::ProviderKind,
 ) -> Result<BaseImage, MachinesError> {
+    let (entry, iso, disk) = windows_base_disk(dirs, node, provider)?;
+    Ok(BaseImage {
+        name: entry.name.clone(),
+        path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
+        sha256: iso,
+        firmware: crate::providers::Firmware::Uefi,
+        secure_boot: true,
+    })
+}
+
+/// The record of a Windows node's base disk, with its catalog entry and
+/// the ISO's sha256.
+fn windows_base_disk(
+    dirs: &Dirs,
+    node: &NodePlan,
+    provider: crate::spec::ProviderKind,
+) -> Result<(images::ImageEntry, String, images::golden::GoldenDisk), MachinesError> {
     let entry = images::catalog::find(dirs, &node.image)?;
     let unsupported = |message: String| MachinesError::Unsupported {
         node: node.name.clone(),
@@ -133,13 +150,7 @@ fn windows_base(
             provider,
         }
     })?;
-    Ok(BaseImage {
-        name: entry.name.clone(),
-        path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
-        sha256: iso,
-        firmware: crate::providers::Firmware::Uefi,
-        secure_boot: true,
-    })
+    Ok((entry, iso, disk))
 }
 
 /// The devices of `plan`'s Windows guests on `provider`: `[libvirt]
@@ -182,10 +193,19 @@ pub fn vm_spec(
             }
         })?;
         let iso = crate::seed::windows::node_seed_iso(&seed).map_err(seed_err)?;
-        let volume = base
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        // The provider's name of the base disk as `images build` recorded
+        // it: a VirtualBox base VM is not named by its disk's file. Without
+        // a record (a base given by hand), the file name: the libvirt
+        // volume's name.
+        let recorded = windows_base_disk(dirs, node, plan.provider)
+            .ok()
+            .and_then(|(_, _, d)| d.volume)
+            .map(|v| v.name);
+        let volume = recorded.or_else(|| {
+            base.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        });
         (iso, volume)
     } else {
         let seed = crate::seed::seed_inputs_for(
@@ -1192,6 +1212,63 @@ pub async fn sync_clocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Windows node's `golden` is the provider's recorded name of the
+    /// base disk (a VirtualBox base VM, whose disk file is `disk.vdi`);
+    /// without a record, the path's file name (the libvirt volume name).
+    #[test]
+    fn a_windows_node_clones_the_recorded_base_disk_by_its_name() {
+        let mut plan = crate::kube::kubeadm::tests::plan("1.37");
+        plan.provider = crate::spec::ProviderKind::Virtualbox;
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        let win = plan.node("dev-win1").unwrap().clone();
+        assert!(matches!(
+            windows_base(&dirs, &win, plan.provider),
+            Err(MachinesError::NoWindowsBase { .. })
+        ));
+        let entry = images::catalog::find(&dirs, &win.image).unwrap();
+        let image = crate::seed::windows::image_for(&entry.name).unwrap();
+        let iso = entry
+            .artifact_for(plan.provider)
+            .unwrap()
+            .sha256
+            .clone()
+            .unwrap();
+        let key = images::winbase::key(&image, &iso, plan.provider);
+        let disk = tmp.path().join("devcluster-winbase-x/disk.vdi");
+        images::golden::store_volume(
+            &dirs,
+            &key,
+            images::golden::Made {
+                image: entry.name.clone(),
+                format: images::Format::Vdi,
+                capacity_bytes: 64 << 30,
+                source: "built by devcluster-build-x".into(),
+                prepared_ms: 1,
+            },
+            images::golden::ProviderVolume {
+                name: "devcluster-winbase-x".into(),
+                path: disk.clone(),
+                bytes: 1,
+                uri: String::new(),
+            },
+        )
+        .unwrap();
+        let base = windows_base(&dirs, &win, plan.provider).unwrap();
+        assert_eq!(base.path, disk);
+        let secrets = crate::pki::ensure(&dirs, &plan).unwrap();
+        let vm = vm_spec(&dirs, &plan, &win, &base, &secrets).unwrap();
+        assert_eq!(vm.golden.as_deref(), Some("devcluster-winbase-x"));
+        // A base given by hand, with no record: its file name.
+        let other = BaseImage {
+            path: "/pool/winbase-1.qcow2".into(),
+            ..base
+        };
+        plan.provider = crate::spec::ProviderKind::Libvirt;
+        let vm = vm_spec(&dirs, &plan, &win, &other, &secrets).unwrap();
+        assert_eq!(vm.golden.as_deref(), Some("winbase-1.qcow2"));
+    }
 
     #[test]
     fn workers_prepare_node_waits_for_the_control_planes_release() {

@@ -11,6 +11,8 @@
 # and exits with <exit code>, <times> times.
 # $VBOX_STANDIN_DIR/version overrides the version (default 7.0.14r161095);
 # $VBOX_STANDIN_DIR/ignore-acpi makes guests ignore the ACPI power button.
+# Per VM (vms/NAME/): `keys` holds the scan codes pressed, `nvram` the
+# modifynvram steps taken.
 set -euo pipefail
 dir=${VBOX_STANDIN_DIR:?set VBOX_STANDIN_DIR}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -190,6 +192,14 @@ clonemedium) # disk SRC DST --format VDI
   echo "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"
   echo "Clone medium created in format 'VDI'. UUID: $(new_uuid)"
   ;;
+createmedium) # disk --filename F --size MiB --format VDI
+  [[ -e $4 ]] && die "Failed to create medium: Could not create the medium storage unit '$4'. VD: cannot create image '$4' (VERR_ALREADY_EXISTS)" "VBOX_E_FILE_ERROR (0x80bb0004)"
+  # The stand-in's disk: a text file naming its capacity, which
+  # showmediuminfo reports and clonemedium copies.
+  printf '<<< stand-in VDI >>>\ncapacity %s MBytes\n' "$6" >"$4"
+  echo "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"
+  echo "Medium created. UUID: $(new_uuid)"
+  ;;
 closemedium) rm -f "$3" ;;
 storagectl)
   d=$(vm_path "$2") || not_found "$2"
@@ -219,6 +229,22 @@ modifyvm)
     shift 2
   done
   ;;
+modifynvram) # VM inituefivarstore|enrollmssignatures|enrollorclpk|secureboot --enable
+  d=$(vm_path "$2") || not_found "$2"
+  [[ $(getv "$d" VMState) == poweroff ]] || die "The machine '$2' is already locked for a session (or being unlocked)" "VBOX_E_INVALID_OBJECT_STATE (0x80bb0007)"
+  [[ $(getv "$d" firmware) == EFI ]] || die "The machine '$2' has no UEFI firmware: there is no UEFI variable store" "VBOX_E_OBJECT_NOT_FOUND (0x80bb0001)"
+  nv="$d/nvram"
+  case "$3" in
+  inituefivarstore) echo store >"$nv" ;;
+  enrollmssignatures | enrollorclpk)
+    grep -qx store "$nv" 2>/dev/null || die "The UEFI variable store of '$2' does not exist" "VBOX_E_OBJECT_NOT_FOUND (0x80bb0001)"
+    echo "$3" >>"$nv" ;;
+  secureboot)
+    grep -qx enrollorclpk "$nv" 2>/dev/null || die "Secure Boot cannot be enabled without a platform key" "VBOX_E_INVALID_OBJECT_STATE (0x80bb0007)"
+    echo "secureboot $4" >>"$nv" ;;
+  *) die "Unknown subcommand: $3" ;;
+  esac
+  ;;
 snapshot) # VM take NAME
   d=$(vm_path "$2") || not_found "$2"
   setv "$d" SnapshotName "$4"
@@ -245,14 +271,19 @@ clonevm) # SRC --snapshot S --options link --name N --groups G --register
   echo "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"
   echo "Machine has been successfully cloned as \"$8\""
   ;;
-showmediuminfo) # disk UUID
+showmediuminfo) # disk UUID|PATH
+  cap=3584
+  if [[ -f $3 ]]; then
+    c=$(sed -n 's/^capacity \([0-9]*\) MBytes$/\1/p' "$3")
+    [[ -n $c ]] && cap=$c
+  fi
   echo "UUID:           $3"
   echo "Parent UUID:    base"
   echo "State:          created"
   echo "Type:           normal (differencing)"
   echo "Storage format: VDI"
   echo "Format variant: differencing default"
-  echo "Capacity:       3584 MBytes"
+  echo "Capacity:       $cap MBytes"
   echo "Size on disk:   2 MBytes"
   ;;
 modifymedium) # disk UUID --resize MiB
@@ -292,6 +323,11 @@ controlvm)
     [[ $st == running || $st == paused ]] || { sed "s/dev-cp/$2/" "$here/error-not-running.txt" >&2; exit 1; }
     echo "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"
     setv "$d" VMState saved
+    ;;
+  keyboardputscancode)
+    [[ $st == running ]] || { sed "s/dev-cp/$2/" "$here/error-not-running.txt" >&2; exit 1; }
+    shift 3
+    echo "$*" >>"$d/keys"
     ;;
   pause) setv "$d" VMState paused ;;
   resume) setv "$d" VMState running ;;

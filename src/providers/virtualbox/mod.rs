@@ -25,9 +25,30 @@
 //! differencing image of the base (Vagrant's linked clones), grown to the
 //! planned size. The seed ISO sits in the VM's folder, on the SATA DVD.
 //!
-//! **Tags.** Node VMs are in the group `/devcluster/CLUSTER` and carry the
-//! guest property `/devcluster/cluster`; `/devcluster/created` is set last,
-//! so a VM found without it is a creation cut short and is made again.
+//! **Windows.** `devcluster images build` ([`crate::winbuild`]) makes a
+//! *builder* VM (`VmSpec::install_iso`): a new blank VDI on SATA port 0,
+//! the installation ISO and the build seed (`DCBUILD`, 0600 in the VM
+//! folder) on two SATA DVDs, EFI with Secure Boot and Microsoft's keys
+//! (`modifynvram`), one Intel PRO/1000 NIC (Windows' in-box driver) on an
+//! *internal* network (VM-only, so no host-only range: the builder's
+//! network is isolated and has no hosts, see [`internal_only`]), the serial
+//! console to a file (the build log), boot order disk then DVD. The ISO's
+//! "Press any key" prompt gets the space bar (`keyboardputscancode`).
+//! When sysprep has powered it off, `keep_disk` copies its disk
+//! (`clonemedium`) into a new base VM `devcluster-winbase-ID` in
+//! `/devcluster-bases` with the snapshot `base`, exactly like an image's
+//! base VM; the builder is then deleted with its own disk. A Windows node
+//! (`VmSpec::golden` = that base VM's name) is a linked clone of it with
+//! the same two NICs as every node (the node seed sets the host-only one
+//! statically by MAC), its seed CD, and Secure Boot. Clones carry the
+//! guest property `/devcluster/base`, so `remove_golden` refuses while one
+//! exists. Guest type `Windows2022_64` for 2022 and 2025 (see
+//! [`WINDOWS_OSTYPE`]).
+//!
+//! **Tags.** Node and builder VMs are in the group `/devcluster/CLUSTER`
+//! and carry the guest property `/devcluster/cluster`; `/devcluster/created`
+//! is set last, so a VM found without it is a creation cut short and is
+//! made again.
 
 pub mod networks;
 pub mod vboxmanage;
@@ -41,8 +62,8 @@ use async_trait::async_trait;
 
 use crate::plan::Os;
 use crate::providers::{
-    BaseImage, Capabilities, Detection, NetworkSpec, Provider, ProviderConfig, ProviderError,
-    Result, Shutdown, VmSpec, VmState,
+    BaseImage, Capabilities, Detection, GoldenVolume, NetworkSpec, Provider, ProviderConfig,
+    ProviderError, Result, Shutdown, VmSpec, VmState,
 };
 use crate::spec::ProviderKind;
 use vboxmanage::{ErrorKind, MachineInfo, MachineState, Runner, VBoxError};
@@ -55,7 +76,28 @@ pub const BASE_SNAPSHOT: &str = "base";
 pub const CONTROLLER: &str = "SATA";
 const PROP_CLUSTER: &str = "/devcluster/cluster";
 const PROP_CREATED: &str = "/devcluster/created";
+/// On a linked clone of a kept Windows base: the base VM's name, so
+/// `remove_golden` finds the clones that still need it.
+const PROP_BASE: &str = "/devcluster/base";
 const SEED_FILE: &str = "seed.iso";
+const DISK_FILE: &str = "disk.vdi";
+/// The guest type of every Windows VM, 2022 and 2025 alike: `Windows2025_64`
+/// exists only since VirtualBox 7.1 and the provider supports 7.0, where
+/// `createvm`/`modifyvm` would refuse it. The guest type only picks
+/// defaults and a label; everything Setup needs (EFI, Secure Boot, SATA,
+/// the NIC, memory) is set explicitly.
+pub const WINDOWS_OSTYPE: &str = "Windows2022_64";
+/// The NIC type of every VM: the Intel PRO/1000 MT Desktop, whose driver
+/// Windows Server has in-box (the VirtualBox manual, "Virtual Networking
+/// Hardware": it "works with Windows Vista and later versions"), so Setup
+/// and a sysprepped image need no driver disk (virtio-net would need
+/// virtio-win's).
+const NIC_TYPE: &str = "82540EM";
+/// Scan code set 1 of the space bar: make 0x39, break 0xb9 (0x39 | 0x80),
+/// as `controlvm keyboardputscancode` takes them (the VirtualBox manual,
+/// `VBoxManage controlvm`: "keyboardputscancode <hex> [<hex>...]" sends
+/// raw PC keyboard scan codes).
+const SPACE_SCANCODES: [&str; 2] = ["39", "b9"];
 
 /// A cluster's VM group.
 pub fn cluster_group(cluster: &str) -> String {
@@ -70,6 +112,25 @@ pub fn network_key(cluster: &str) -> String {
 /// A cluster's host-only network (macOS).
 pub fn hostonlynet_name(cluster: &str) -> String {
     format!("devcluster-{cluster}")
+}
+
+/// The base VM a kept Windows base disk lives in (`keep_disk`'s `id`).
+pub fn golden_vm_name(id: &str) -> String {
+    format!("devcluster-winbase-{id}")
+}
+
+/// The internal network of a builder (see [`internal_only`]).
+pub fn internal_network_name(cluster: &str) -> String {
+    format!("devcluster-{cluster}")
+}
+
+/// Whether `net` is made as a VirtualBox *internal* network, which exists
+/// only between VMs (no host side, no `networks.conf` range): an isolated
+/// network nothing on the host must reach, i.e. the Windows builder's
+/// (`winbuild` asks for an isolated network without host entries; Setup
+/// needs no network). A cluster's network always has its nodes as hosts.
+pub fn internal_only(net: &NetworkSpec) -> bool {
+    net.mode == crate::spec::NetworkMode::Isolated && net.hosts.is_empty()
 }
 
 /// The base VM of an image.
@@ -416,16 +477,9 @@ impl VirtualBox {
         .map_err(op("creating", format!("base VM {name}")))?;
         let info = self.existing(&name).await?;
         let dir = vm_dir(&info)?;
-        let disk = dir.join("disk.vdi");
+        let disk = dir.join(DISK_FILE);
         let disk_s = disk.to_string_lossy().into_owned();
-        if disk.exists() {
-            // Left by a cut-short clone: unregister and delete it first.
-            let _ = self
-                .vbm
-                .run(None, &["closemedium", "disk", &disk_s, "--delete"])
-                .await;
-            let _ = std::fs::remove_file(&disk);
-        }
+        self.clear_disk(&disk).await;
         let src = base.path.to_string_lossy().into_owned();
         self.vbm
             .run(
@@ -434,10 +488,32 @@ impl VirtualBox {
             )
             .await
             .map_err(op("copying", format!("disk image {}", base.path.display())))?;
+        self.finish_base(&name, &disk_s).await?;
+        Ok(name)
+    }
+
+    /// A disk file left by a creation cut short (a clone or a new medium
+    /// not yet attached, so `unregistervm --delete` did not take it):
+    /// unregistered and deleted, so the new one can be made in its place.
+    async fn clear_disk(&self, disk: &Path) {
+        if disk.exists() {
+            let disk_s = disk.to_string_lossy().into_owned();
+            let _ = self
+                .vbm
+                .run(None, &["closemedium", "disk", &disk_s, "--delete"])
+                .await;
+            let _ = std::fs::remove_file(disk);
+        }
+    }
+
+    /// Attaches base VM `name`'s disk, sets EFI and takes the snapshot its
+    /// linked clones are made from. The snapshot is last: a base VM without
+    /// it is a creation cut short.
+    async fn finish_base(&self, name: &str, disk_s: &str) -> Result<()> {
         let steps: [Vec<&str>; 3] = [
             vec![
                 "storagectl",
-                &name,
+                name,
                 "--name",
                 CONTROLLER,
                 "--add",
@@ -449,7 +525,7 @@ impl VirtualBox {
             ],
             vec![
                 "storageattach",
-                &name,
+                name,
                 "--storagectl",
                 CONTROLLER,
                 "--port",
@@ -459,19 +535,19 @@ impl VirtualBox {
                 "--type",
                 "hdd",
                 "--medium",
-                &disk_s,
+                disk_s,
             ],
-            vec!["modifyvm", &name, "--firmware", "efi"],
+            vec!["modifyvm", name, "--firmware", "efi"],
         ];
         for args in &steps {
-            self.vbm(&name, args)
+            self.vbm(name, args)
                 .await
                 .map_err(op("setting up", format!("base VM {name}")))?;
         }
-        self.vbm(&name, &["snapshot", &name, "take", BASE_SNAPSHOT])
+        self.vbm(name, &["snapshot", name, "take", BASE_SNAPSHOT])
             .await
             .map_err(op("taking the base snapshot of", format!("base VM {name}")))?;
-        Ok(name)
+        Ok(())
     }
 
     /// Powers a VM off (whatever its state) and unregisters it with its
@@ -509,6 +585,219 @@ impl VirtualBox {
         Ok(())
     }
 
+    /// Writes VM `name`'s seed ISO into its folder (0600: a Windows seed
+    /// holds the Administrator password's encoding and the host key).
+    fn write_seed(&self, vm: &VmSpec, dir: &Path) -> Result<PathBuf> {
+        let seed = dir.join(SEED_FILE);
+        crate::fsutil::atomic_write(&seed, &vm.seed_iso, crate::fsutil::Access::Private).map_err(
+            |e| {
+                ProviderError::op(
+                    "writing",
+                    format!("the seed of {} ({})", vm.name, seed.display()),
+                    e,
+                )
+            },
+        )?;
+        Ok(seed)
+    }
+
+    /// Attaches `medium` to `vm`'s SATA `port` as `kind` (`hdd`, `dvddrive`).
+    async fn attach(
+        &self,
+        vm: &str,
+        port: &str,
+        kind: &str,
+        medium: &Path,
+        what: &str,
+    ) -> Result<()> {
+        let medium = medium.to_string_lossy().into_owned();
+        self.vbm(
+            vm,
+            &[
+                "storageattach",
+                vm,
+                "--storagectl",
+                CONTROLLER,
+                "--port",
+                port,
+                "--device",
+                "0",
+                "--type",
+                kind,
+                "--medium",
+                &medium,
+            ],
+        )
+        .await
+        .map(drop)
+        .map_err(op("attaching", format!("{what} of {vm}")))
+    }
+
+    /// UEFI Secure Boot with Microsoft's keys, as the VirtualBox manual's
+    /// `VBoxManage modifynvram` describes it: a fresh UEFI variable store,
+    /// Microsoft's KEK and db signatures (Windows' boot manager is signed
+    /// by Microsoft), Oracle's platform key (which ends setup mode), then
+    /// Secure Boot on. After `modifyvm --firmware efi`, on a VM that is off.
+    async fn secure_boot(&self, name: &str) -> Result<()> {
+        let steps: [&[&str]; 4] = [
+            &["modifynvram", name, "inituefivarstore"],
+            &["modifynvram", name, "enrollmssignatures"],
+            &["modifynvram", name, "enrollorclpk"],
+            &["modifynvram", name, "secureboot", "--enable"],
+        ];
+        for args in steps {
+            self.vbm(name, args)
+                .await
+                .map_err(op("setting up Secure Boot of", format!("VM {name}")))?;
+        }
+        Ok(())
+    }
+
+    /// A Windows builder VM ([`VmSpec::install_iso`]): a new VM with a new
+    /// blank disk of `disk_gib` on SATA port 0, the installation ISO on
+    /// port 1 and the build seed on port 2 (both DVDs), one NIC on the
+    /// builder's internal network, EFI with Secure Boot, the serial console
+    /// to `serial_log`. Tagged as nodes are (group, cluster property,
+    /// `/devcluster/created` last).
+    async fn create_builder(&self, vm: &VmSpec, iso: &Path) -> Result<()> {
+        let name = vm.name.as_str();
+        let group = cluster_group(&vm.cluster);
+        self.vbm(
+            name,
+            &[
+                "createvm",
+                "--name",
+                name,
+                "--groups",
+                &group,
+                "--ostype",
+                ostype(vm.os),
+                "--register",
+            ],
+        )
+        .await
+        .map_err(op("creating", format!("builder VM {name}")))?;
+        self.vbm(
+            name,
+            &["guestproperty", "set", name, PROP_CLUSTER, &vm.cluster],
+        )
+        .await
+        .map_err(op("tagging", format!("VM {name}")))?;
+        let info = self.existing(name).await?;
+        let dir = vm_dir(&info)?;
+        let seed = self.write_seed(vm, &dir)?;
+        let disk = dir.join(DISK_FILE);
+        self.clear_disk(&disk).await;
+        let disk_s = disk.to_string_lossy().into_owned();
+        let mib = (u64::from(vm.disk_gib) * 1024).to_string();
+        self.vbm
+            .run(
+                None,
+                &[
+                    "createmedium",
+                    "disk",
+                    "--filename",
+                    &disk_s,
+                    "--size",
+                    &mib,
+                    "--format",
+                    "VDI",
+                ],
+            )
+            .await
+            .map_err(op("creating", format!("the disk of {name}")))?;
+        self.vbm(
+            name,
+            &[
+                "storagectl",
+                name,
+                "--name",
+                CONTROLLER,
+                "--add",
+                "sata",
+                "--controller",
+                "IntelAhci",
+                "--portcount",
+                "3",
+            ],
+        )
+        .await
+        .map_err(op("setting up", format!("builder VM {name}")))?;
+        self.attach(name, "0", "hdd", &disk, "the disk").await?;
+        self.attach(name, "1", "dvddrive", iso, "the installation ISO")
+            .await?;
+        self.attach(name, "2", "dvddrive", &seed, "the build seed")
+            .await?;
+        let args = builder_modifyvm_args(vm);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.vbm(name, &args)
+            .await
+            .map_err(op("configuring", format!("VM {name}")))?;
+        if vm.base.secure_boot {
+            self.secure_boot(name).await?;
+        }
+        self.vbm(name, &["guestproperty", "set", name, PROP_CREATED, "1"])
+            .await
+            .map_err(op("tagging", format!("VM {name}")))?;
+        Ok(())
+    }
+
+    /// The base VM of a kept Windows base disk, which must exist with its
+    /// snapshot: nodes are linked clones of it.
+    async fn golden_base(&self, name: &str) -> Result<String> {
+        let gone = |why: &str| {
+            ProviderError::Invalid(format!(
+                "base VM {name} of the Windows base disk {why}: run `devcluster images prune` to forget it, then `devcluster images build IMAGE --provider virtualbox`"
+            ))
+        };
+        match self.info(name).await? {
+            None => Err(gone("is gone (deleted outside devcluster?)")),
+            Some(info) if !info.snapshots.iter().any(|s| s == BASE_SNAPSHOT) => {
+                Err(gone(&format!("has no snapshot `{BASE_SNAPSHOT}`")))
+            }
+            Some(_) => Ok(name.to_string()),
+        }
+    }
+
+    /// The VMs that are linked clones of base VM `base` (by their
+    /// `/devcluster/base` property).
+    async fn clones_of(&self, base: &str) -> Result<Vec<String>> {
+        let list = self
+            .vbm
+            .run(None, &["list", "vms"])
+            .await
+            .map_err(op("listing", "VMs"))?;
+        let mut out = Vec::new();
+        for (name, uuid) in vboxmanage::parse_list_vms(&list) {
+            if name != base && self.guest_property(&uuid, PROP_BASE).await?.as_deref() == Some(base)
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a kept base VM and its disks; absent is fine; refused while
+    /// a linked clone needs it, or for a VM that is not a base VM.
+    async fn remove_base_vm(&self, name: &str) -> Result<()> {
+        let Some(info) = self.info(name).await? else {
+            return Ok(());
+        };
+        if !info.groups.iter().any(|g| g == BASES_GROUP) {
+            return Err(ProviderError::Invalid(format!(
+                "VM {name} is not a devcluster base VM (not in group {BASES_GROUP}): not deleted"
+            )));
+        }
+        let clones = self.clones_of(name).await?;
+        if !clones.is_empty() {
+            return Err(ProviderError::Invalid(format!(
+                "base VM {name} is still needed by its linked clones {}: destroy their clusters (or remove those nodes) first",
+                clones.join(", ")
+            )));
+        }
+        self.unregister(name).await
+    }
+
     async fn wait_off(&self, name: &str, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -534,7 +823,7 @@ impl VirtualBox {
 fn ostype(os: Os) -> &'static str {
     match os {
         Os::Linux => "Ubuntu_64",
-        Os::Windows => "Windows2022_64",
+        Os::Windows => WINDOWS_OSTYPE,
     }
 }
 
@@ -561,9 +850,9 @@ fn vm_state(s: MachineState) -> VmState {
     }
 }
 
-/// The `modifyvm` arguments of a node.
-pub fn modifyvm_args(vm: &VmSpec, network: &str, net_kind: NetKind) -> Vec<String> {
-    let mut a: Vec<String> = vec![
+/// The `modifyvm` arguments every VM starts with: guest type, sizes, EFI.
+fn machine_args(vm: &VmSpec) -> Vec<String> {
+    vec![
         "modifyvm".into(),
         vm.name.clone(),
         "--ostype".into(),
@@ -579,30 +868,16 @@ pub fn modifyvm_args(vm: &VmSpec, network: &str, net_kind: NetKind) -> Vec<Strin
         // Linux keeps the hardware clock in UTC, Windows in local time.
         "--rtcuseutc".into(),
         if vm.os == Os::Linux { "on" } else { "off" }.into(),
-        "--nic1".into(),
-        "nat".into(),
-        "--nictype1".into(),
-        "82540EM".into(),
-        "--macaddress1".into(),
-        vboxmanage::mac_to_vbox(&nat_mac(&vm.mac)),
-        "--cableconnected1".into(),
-        "on".into(),
-    ];
-    match net_kind {
-        NetKind::Interface => {
-            a.extend(["--nic2", "hostonly", "--hostonlyadapter2", network].map(String::from))
-        }
-        NetKind::Network => {
-            a.extend(["--nic2", "hostonlynet", "--host-only-net2", network].map(String::from))
-        }
-    }
-    a.extend([
-        "--nictype2".into(),
-        "82540EM".into(),
-        "--macaddress2".into(),
-        vboxmanage::mac_to_vbox(&vm.mac),
-        "--cableconnected2".into(),
-        "on".into(),
+    ]
+}
+
+/// The `modifyvm` arguments every VM ends with: the serial console to
+/// `serial_log` (VirtualBox writes the file; the trait's `build_log`
+/// reads it) and the boot order. Disk first: a blank disk falls through
+/// to the DVD, and once Setup's first reboot made it bootable the disk
+/// boots, so the ISO's "Press any key" prompt is not met again.
+fn console_and_boot_args(vm: &VmSpec) -> Vec<String> {
+    vec![
         "--uart1".into(),
         "0x3F8".into(),
         "4".into(),
@@ -617,7 +892,63 @@ pub fn modifyvm_args(vm: &VmSpec, network: &str, net_kind: NetKind) -> Vec<Strin
         "none".into(),
         "--boot4".into(),
         "none".into(),
+    ]
+}
+
+/// The `modifyvm` arguments of a node.
+pub fn modifyvm_args(vm: &VmSpec, network: &str, net_kind: NetKind) -> Vec<String> {
+    let mut a = machine_args(vm);
+    a.extend([
+        "--nic1".into(),
+        "nat".into(),
+        "--nictype1".into(),
+        NIC_TYPE.into(),
+        "--macaddress1".into(),
+        vboxmanage::mac_to_vbox(&nat_mac(&vm.mac)),
+        "--cableconnected1".into(),
+        "on".into(),
     ]);
+    match net_kind {
+        NetKind::Interface => {
+            a.extend(["--nic2", "hostonly", "--hostonlyadapter2", network].map(String::from))
+        }
+        NetKind::Network => {
+            a.extend(["--nic2", "hostonlynet", "--host-only-net2", network].map(String::from))
+        }
+    }
+    a.extend([
+        "--nictype2".into(),
+        NIC_TYPE.into(),
+        "--macaddress2".into(),
+        vboxmanage::mac_to_vbox(&vm.mac),
+        "--cableconnected2".into(),
+        "on".into(),
+    ]);
+    a.extend(console_and_boot_args(vm));
+    a
+}
+
+/// The `modifyvm` arguments of a Windows builder: one NIC, with the
+/// planned MAC, on the builder's internal network (isolated, as libvirt's
+/// builder network is: Setup and the build steps need no network, and an
+/// internal network needs no host-only range).
+pub fn builder_modifyvm_args(vm: &VmSpec) -> Vec<String> {
+    let mut a = machine_args(vm);
+    a.extend([
+        "--nic1".into(),
+        "intnet".into(),
+        "--intnet1".into(),
+        internal_network_name(&vm.cluster),
+        "--nictype1".into(),
+        NIC_TYPE.into(),
+        "--macaddress1".into(),
+        vboxmanage::mac_to_vbox(&vm.mac),
+        "--cableconnected1".into(),
+        "on".into(),
+        "--nic2".into(),
+        "none".into(),
+    ]);
+    a.extend(console_and_boot_args(vm));
     a
 }
 
@@ -633,8 +964,12 @@ impl Provider for VirtualBox {
             suspend_to_disk: true,
             snapshots: true,
             golden_disks: false,
-            windows_builds: false,
+            windows_builds: true,
         }
+    }
+
+    fn disk_format(&self) -> crate::images::Format {
+        crate::images::Format::Vdi
     }
 
     async fn prepare_create(&self) -> Result<Vec<String>> {
@@ -650,6 +985,12 @@ impl Provider for VirtualBox {
     }
 
     async fn ensure_network(&self, net: &NetworkSpec) -> Result<()> {
+        if internal_only(net) {
+            // An internal network has nothing on the host: it exists while
+            // a VM is attached to it, so there is nothing to make (or, in
+            // `remove_network`, to find and remove).
+            return Ok(());
+        }
         let mask = net.subnet.netmask().to_string();
         let gateway = net.gateway.to_string();
         let name = match self.net_kind {
@@ -817,8 +1158,8 @@ impl Provider for VirtualBox {
             tracing::info!("VM {name} was not completely created: making it again");
             self.unregister(name).await?;
         }
-        if vm.golden.is_some() {
-            return Err(self.no_golden_disks());
+        if let Some(iso) = &vm.install_iso {
+            return self.create_builder(vm, iso).await;
         }
         let network = self.network_of(&vm.cluster).await?.ok_or_else(|| {
             ProviderError::Invalid(format!(
@@ -826,7 +1167,12 @@ impl Provider for VirtualBox {
                 vm.cluster
             ))
         })?;
-        let base = self.ensure_base(&vm.base, vm.os).await?;
+        // A Windows node is a linked clone of the base VM `keep_disk` made;
+        // a Linux node of its image's base VM.
+        let base = match &vm.golden {
+            Some(golden) => self.golden_base(golden).await?,
+            None => self.ensure_base(&vm.base, vm.os).await?,
+        };
         let group = cluster_group(&vm.cluster);
         self.vbm(
             &base,
@@ -852,43 +1198,26 @@ impl Provider for VirtualBox {
         )
         .await
         .map_err(op("tagging", format!("VM {name}")))?;
+        if vm.golden.is_some() {
+            self.vbm(name, &["guestproperty", "set", name, PROP_BASE, &base])
+                .await
+                .map_err(op("tagging", format!("VM {name}")))?;
+        }
         let info = self.existing(name).await?;
         let dir = vm_dir(&info)?;
-        let seed = dir.join(SEED_FILE);
-        crate::fsutil::atomic_write(&seed, &vm.seed_iso, crate::fsutil::Access::Private).map_err(
-            |e| {
-                ProviderError::op(
-                    "writing",
-                    format!("the seed of {name} ({})", seed.display()),
-                    e,
-                )
-            },
-        )?;
+        let seed = self.write_seed(vm, &dir)?;
         let args = modifyvm_args(vm, &network, self.net_kind);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.vbm(name, &args)
             .await
             .map_err(op("configuring", format!("VM {name}")))?;
-        let seed_s = seed.to_string_lossy().into_owned();
-        self.vbm(
-            name,
-            &[
-                "storageattach",
-                name,
-                "--storagectl",
-                CONTROLLER,
-                "--port",
-                "1",
-                "--device",
-                "0",
-                "--type",
-                "dvddrive",
-                "--medium",
-                &seed_s,
-            ],
-        )
-        .await
-        .map_err(op("attaching", format!("the seed of {name}")))?;
+        self.attach(name, "1", "dvddrive", &seed, "the seed")
+            .await?;
+        // Windows boots its Microsoft-signed boot manager with Secure Boot
+        // on, as its builder did; the clone gets its own variable store.
+        if vm.os == Os::Windows && vm.base.secure_boot {
+            self.secure_boot(name).await?;
+        }
         if let Some(disk) = &info.disk_uuid {
             let want_mib = u64::from(vm.disk_gib) * 1024;
             let medium = self
@@ -906,6 +1235,95 @@ impl Provider for VirtualBox {
             .await
             .map_err(op("tagging", format!("VM {name}")))?;
         Ok(())
+    }
+
+    async fn press_key(&self, name: &str) -> Result<()> {
+        let mut args = vec!["controlvm", name, "keyboardputscancode"];
+        args.extend(SPACE_SCANCODES);
+        self.vbm(name, &args)
+            .await
+            .map(drop)
+            .map_err(op("pressing a key in", format!("VM {name}")))
+    }
+
+    /// A full copy of the builder's disk (`clonemedium`) in a new base VM
+    /// (group `/devcluster-bases`, never started) with a snapshot `base`:
+    /// Windows nodes are linked clones of it as Linux nodes are of their
+    /// image's base VM. A copy, not the builder's own disk: the builder is
+    /// deleted with its disk (`unregistervm --delete`) right after.
+    async fn keep_disk(&self, node: &str, id: &str) -> Result<GoldenVolume> {
+        let info = self.existing(node).await?;
+        if vm_state(info.state) != VmState::Off {
+            return Err(ProviderError::Invalid(format!(
+                "VM {node} is not off: its disk is still being written"
+            )));
+        }
+        let src = info
+            .raw
+            .get(&format!("{CONTROLLER}-0-0"))
+            .filter(|p| !p.is_empty() && *p != "none")
+            .cloned()
+            .ok_or_else(|| {
+                ProviderError::Invalid(format!("VM {node} has no disk on {CONTROLLER} port 0"))
+            })?;
+        let _one = self.base_lock.lock().await;
+        let name = golden_vm_name(id);
+        // One left by a keep cut short before it was recorded (a recorded
+        // one would have ended the build before it began) goes first.
+        self.remove_base_vm(&name).await?;
+        self.vbm(
+            &name,
+            &[
+                "createvm",
+                "--name",
+                &name,
+                "--groups",
+                BASES_GROUP,
+                "--ostype",
+                WINDOWS_OSTYPE,
+                "--register",
+            ],
+        )
+        .await
+        .map_err(op("creating", format!("base VM {name}")))?;
+        let dir = vm_dir(&self.existing(&name).await?)?;
+        let disk = dir.join(DISK_FILE);
+        let disk_s = disk.to_string_lossy().into_owned();
+        self.clear_disk(&disk).await;
+        self.vbm
+            .run(
+                None,
+                &["clonemedium", "disk", &src, &disk_s, "--format", "VDI"],
+            )
+            .await
+            .map_err(op("copying", format!("the disk of VM {node}")))?;
+        self.finish_base(&name, &disk_s).await?;
+        let medium = self
+            .vbm
+            .run(None, &["showmediuminfo", "disk", &disk_s])
+            .await
+            .map_err(op("reading", format!("the disk of base VM {name}")))?;
+        let capacity_mib = vboxmanage::parse_capacity_mib(&medium).ok_or_else(|| {
+            ProviderError::op(
+                "reading",
+                format!("the disk of base VM {name}"),
+                VBoxError::Unexpected {
+                    args: format!("showmediuminfo disk {disk_s}"),
+                    what: "no Capacity: line".into(),
+                },
+            )
+        })?;
+        Ok(GoldenVolume {
+            name,
+            bytes: std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0),
+            path: disk,
+            capacity_bytes: capacity_mib * 1024 * 1024,
+        })
+    }
+
+    async fn remove_golden(&self, volume: &str) -> Result<()> {
+        let _one = self.base_lock.lock().await;
+        self.remove_base_vm(volume).await
     }
 
     async fn start(&self, name: &str) -> Result<()> {
@@ -1168,6 +1586,58 @@ mod tests {
             a.contains("--ostype Windows2022_64") && a.contains("--rtcuseutc off"),
             "{a}"
         );
+    }
+
+    #[test]
+    fn builder_args_and_its_internal_network() {
+        let vm = VmSpec {
+            cluster: "buildws2025".into(),
+            name: "devcluster-build-windows-server-2025".into(),
+            role: "builder".into(),
+            os: Os::Windows,
+            cpus: 2,
+            memory_mib: 4096,
+            disk_gib: 64,
+            mac: "52:54:00:dc:b0:01".into(),
+            base: BaseImage {
+                name: "windows-server-2025".into(),
+                path: "/c/ws.iso".into(),
+                sha256: "ab".repeat(32),
+                firmware: crate::providers::Firmware::Uefi,
+                secure_boot: true,
+            },
+            golden: None,
+            install_iso: Some("/c/ws.iso".into()),
+            seed_iso: vec![],
+            serial_log: "/c/builds/b.serial.log".into(),
+        };
+        let a = builder_modifyvm_args(&vm).join(" ");
+        assert!(
+            a.contains("--nic1 intnet --intnet1 devcluster-buildws2025 --nictype1 82540EM --macaddress1 525400DCB001"),
+            "{a}"
+        );
+        assert!(a.contains("--nic2 none") && !a.contains("hostonly"), "{a}");
+        assert!(a.contains("--uartmode1 file /c/builds/b.serial.log"), "{a}");
+        assert!(a.contains("--boot1 disk --boot2 dvd"), "{a}");
+        assert!(a.contains("--ostype Windows2022_64 "), "{a}");
+        let net = |mode, hosts: Vec<crate::providers::HostEntry>| NetworkSpec {
+            cluster: "c".into(),
+            subnet: "192.168.250.0/24".parse().unwrap(),
+            gateway: "192.168.250.1".parse().unwrap(),
+            mode,
+            hosts,
+        };
+        use crate::spec::NetworkMode;
+        assert!(internal_only(&net(NetworkMode::Isolated, vec![])));
+        assert!(!internal_only(&net(NetworkMode::Nat, vec![])));
+        // A cluster (it has nodes) is never internal, even isolated.
+        let node = crate::providers::HostEntry {
+            name: "c-cp".into(),
+            mac: "02:00:00:00:00:0a".into(),
+            ip: "192.168.250.10".parse().unwrap(),
+        };
+        assert!(!internal_only(&net(NetworkMode::Isolated, vec![node])));
+        assert_eq!(golden_vm_name("0a1b"), "devcluster-winbase-0a1b");
     }
 
     #[test]
