@@ -155,6 +155,26 @@ pub fn windows_devices(
     }
 }
 
+/// The provider's name of a Windows node's base disk ([`VmSpec::golden`]):
+/// the recorded volume whose path [`windows_base`] put in `base.path`. Not
+/// the path's file name: a Hyper-V path is a Windows path wherever
+/// devcluster runs, and a provider names its volumes as it likes. A record
+/// without a volume (a disk in the cache) falls back to the file name.
+fn windows_base_volume(dirs: &Dirs, base: &BaseImage) -> Option<String> {
+    images::golden::list(dirs)
+        .ok()
+        .and_then(|disks| {
+            disks
+                .into_iter()
+                .find_map(|d| d.volume.filter(|v| v.path == base.path).map(|v| v.name))
+        })
+        .or_else(|| {
+            base.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+}
+
 /// The VM definition of one node: sizes from the plan, its seed ISO, its
 /// serial log in the cluster's log dir.
 pub fn vm_spec(
@@ -182,11 +202,7 @@ pub fn vm_spec(
             }
         })?;
         let iso = crate::seed::windows::node_seed_iso(&seed).map_err(seed_err)?;
-        let volume = base
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        (iso, volume)
+        (iso, windows_base_volume(dirs, base))
     } else {
         let seed = crate::seed::seed_inputs_for(
             plan,
