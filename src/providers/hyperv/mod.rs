@@ -51,7 +51,8 @@
 //! line as its own guest key-value pair (Data Exchange) and
 //! [`Provider::build_log`] reads them back from
 //! `Msvm_KvpExchangeComponent.GuestExchangeItems` (testdata/hyperv/README.md
-//! cites the facts). When the builder is off its VHDX is copied to
+//! cites the facts), also writing them to the builder's log file on the
+//! host, which the build's hints name. When the builder is off its VHDX is copied to
 //! `bases\<id>.vhdx`, beside the Linux base disks, and Windows nodes are
 //! differencing disks of it ([`VmSpec::golden`] is that file's name).
 //!
@@ -726,9 +727,9 @@ impl Provider for HyperV {
     }
 
     /// Hyper-V has no serial file: build.ps1's lines come as guest KVP
-    /// items ([`build_log_text`]); `serial_log` is not used.
+    /// items ([`build_log_text`]). They are also written to `serial_log`,
+    /// the build log a failed build's hint names, so it exists here too.
     async fn build_log(&self, vm: &str, serial_log: &std::path::Path) -> Result<String> {
-        let _ = serial_log;
         let e = |err| op_err("read the build log of", vm, err);
         let v = self
             .vm_op(
@@ -738,7 +739,18 @@ impl Provider for HyperV {
             )
             .await
             .map_err(e)?;
-        build_log_text(&v).map_err(e)
+        let text = build_log_text(&v).map_err(e)?;
+        if !text.is_empty() {
+            let io = |err: std::io::Error| {
+                ProviderError::op("write the build log of", serial_log.display().to_string(), err)
+            };
+            if let Some(dir) = serial_log.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            crate::fsutil::atomic_write(serial_log, text.as_bytes(), crate::fsutil::Access::Normal)
+                .map_err(io)?;
+        }
+        Ok(text)
     }
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown> {

@@ -823,16 +823,21 @@ fn build_log_is_the_builders_kvp_items_in_their_order() {
         (Op::BuildLog, "build-log-absent"),
     ]);
     let p = r.provider();
-    let unused = Path::new("/nonexistent/never-read.serial.log");
-    let logs: Vec<String> = run(async {
-        let mut out = Vec::new();
+    let serial = r.cache.path().join("builds").join("b.serial.log");
+    let (logs, written): (Vec<String>, Vec<Option<String>>) = run(async {
+        let mut out = (Vec::new(), Vec::new());
         for _ in 0..5 {
-            out.push(p.build_log(BUILDER, unused).await.unwrap());
+            out.0.push(p.build_log(BUILDER, &serial).await.unwrap());
+            out.1.push(std::fs::read_to_string(&serial).ok());
         }
         out
     });
-    // Setup still running: no data yet, no error.
+    // Setup still running: no data yet, no error, no file.
     assert_eq!(logs[0], "");
+    assert_eq!(written[0], None);
+    // What was read is the build log the hints name.
+    assert_eq!(written[1].as_deref(), Some(logs[1].as_str()));
+    assert_eq!(written[4].as_deref(), Some(logs[3].as_str()), "an empty read keeps the last log");
     assert_eq!(crate::winbuild::scan(&logs[0]).markers, 0);
     // Ordered by number whatever order the host lists them in; items of
     // other names are not build.ps1's.
