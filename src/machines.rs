@@ -1210,6 +1210,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_windows_nodes_golden_is_the_recorded_volume_name_not_a_file_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        // A Hyper-V base disk: a Windows path wherever devcluster runs.
+        let path = std::path::PathBuf::from(
+            r"C:\ProgramData\Microsoft\Windows\Hyper-V\devcluster\bases\0123abcd.vhdx",
+        );
+        let base = BaseImage {
+            name: "windows-server-2025".into(),
+            path: path.clone(),
+            sha256: "iso".into(),
+            firmware: crate::providers::Firmware::Uefi,
+            secure_boot: true,
+        };
+        let key = images::golden::GoldenKey {
+            base_sha256: "iso".into(),
+            kubernetes_version: String::new(),
+            provider: crate::spec::ProviderKind::Hyperv,
+            provisioners_sha256: "build".into(),
+        };
+        images::golden::store_volume(
+            &dirs,
+            &key,
+            images::golden::Made {
+                image: "windows-server-2025".into(),
+                format: images::Format::Vhdx,
+                capacity_bytes: 1,
+                source: "built by b".into(),
+                prepared_ms: 1,
+            },
+            images::golden::ProviderVolume {
+                name: "0123abcd.vhdx".into(),
+                path,
+                bytes: 1,
+                uri: String::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            windows_base_volume(&dirs, &base).as_deref(),
+            Some("0123abcd.vhdx")
+        );
+        // Without a record the file name is all there is (a disk in the
+        // cache); here that is the whole Windows path, on a Unix host.
+        let other = Dirs::under(&tmp.path().join("other"));
+        let fallback = windows_base_volume(&other, &base).unwrap();
+        assert!(fallback.ends_with("0123abcd.vhdx"), "{fallback}");
+    }
+
+    #[test]
     fn workers_prepare_node_waits_for_the_control_planes_release() {
         let mut plan = crate::kube::kubeadm::tests::plan("1.37");
         plan.kubernetes_release = None;
