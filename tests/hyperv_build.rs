@@ -72,8 +72,8 @@ fn ran(dir: &Path) -> Vec<String> {
 }
 
 fn params(dir: &Path, n: usize) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("calls").join(format!("{n:02}.params.json")))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(dir.join("calls").join(format!("{n:02}.params.json"))).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -207,18 +207,27 @@ async fn a_whole_build_keeps_the_disk_and_removes_the_builder() {
     );
     assert_eq!(create["diskBytes"], 64u64 << 30);
     assert!(create.get("parentPath").is_none() && create.get("switch").is_none());
-    assert!(create["notes"].as_str().unwrap().contains("devcluster-role=builder"));
+    assert!(
+        create["notes"]
+            .as_str()
+            .unwrap()
+            .contains("devcluster-role=builder")
+    );
     // The build CD went through a private file, gone afterwards.
     assert!(!Path::new(create["seedSource"].as_str().unwrap()).exists());
     // Two presses, both a space, and the note says so.
     assert_eq!(params(replay.path(), 9)["keyCode"], 32);
     let notes_said = notes.0.lock().unwrap().clone();
     assert!(
-        notes_said.iter().any(|n| n.starts_with("pressed a key 2 times")),
+        notes_said
+            .iter()
+            .any(|n| n.starts_with("pressed a key 2 times")),
         "{notes_said:?}"
     );
     assert!(
-        notes_said.iter().any(|n| n.contains(&format!("vmconnect localhost {VM}"))),
+        notes_said
+            .iter()
+            .any(|n| n.contains(&format!("vmconnect localhost {VM}"))),
         "{notes_said:?}"
     );
     // The phases came from the KVP items, in order.
@@ -233,7 +242,10 @@ async fn a_whole_build_keeps_the_disk_and_removes_the_builder() {
         params(replay.path(), 20)["target"],
         format!(r"{ROOT}\bases\{id}.vhdx")
     );
-    let volume = disk.volume.clone().expect("a Hyper-V base disk is a volume");
+    let volume = disk
+        .volume
+        .clone()
+        .expect("a Hyper-V base disk is a volume");
     assert_eq!(volume.name, format!("{id}.vhdx"));
     assert_eq!(disk.format, images::Format::Vhdx);
     assert_eq!(disk.capacity_bytes, 64 << 30);
@@ -276,7 +288,9 @@ async fn a_failed_step_ends_the_build_with_the_vmconnect_hint() {
         .await
         .expect_err("a failed step fails the build");
     match &e {
-        BuildError::Failed { vm, step, message, .. } => {
+        BuildError::Failed {
+            vm, step, message, ..
+        } => {
             assert_eq!(vm, VM);
             assert_eq!(step, "30-containers");
             assert_eq!(message, "exit code 1");
@@ -284,7 +298,10 @@ async fn a_failed_step_ends_the_build_with_the_vmconnect_hint() {
         other => panic!("{other:?}"),
     }
     let hint = e.hint().unwrap();
-    assert!(hint.contains(&format!("vmconnect localhost {VM}")), "{hint}");
+    assert!(
+        hint.contains(&format!("vmconnect localhost {VM}")),
+        "{hint}"
+    );
     // The build log the hint names holds what the KVP items said.
     let log = dirs.cache.join("builds").join(format!("{VM}.serial.log"));
     assert!(hint.contains(&log.display().to_string()), "{hint}");

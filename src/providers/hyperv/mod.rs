@@ -497,7 +497,12 @@ impl HyperV {
     /// The parameters of `create_builder.ps1` (a VM with
     /// [`VmSpec::install_iso`]): like a node's, but a blank disk of
     /// `disk_gib`, the installation ISO as it lies on the host, no switch.
-    pub fn builder_params(vm: &VmSpec, iso: &std::path::Path, root: &str, seed_source: &str) -> Value {
+    pub fn builder_params(
+        vm: &VmSpec,
+        iso: &std::path::Path,
+        root: &str,
+        seed_source: &str,
+    ) -> Value {
         let node_dir = win_join(root, &vm.name);
         let node_dir = node_dir.as_str();
         json!({
@@ -742,7 +747,11 @@ impl Provider for HyperV {
         let text = build_log_text(&v).map_err(e)?;
         if !text.is_empty() {
             let io = |err: std::io::Error| {
-                ProviderError::op("write the build log of", serial_log.display().to_string(), err)
+                ProviderError::op(
+                    "write the build log of",
+                    serial_log.display().to_string(),
+                    err,
+                )
             };
             if let Some(dir) = serial_log.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;

@@ -733,7 +733,10 @@ fn a_builder_gets_a_blank_disk_both_cds_and_no_switch() {
     // destroy and remove_builder find it by the same Notes tag as nodes.
     let notes = params["notes"].as_str().unwrap();
     assert!(notes.contains("devcluster-cluster=build2025\n"), "{notes}");
-    assert!(notes.contains(&format!("devcluster-node={BUILDER}")), "{notes}");
+    assert!(
+        notes.contains(&format!("devcluster-node={BUILDER}")),
+        "{notes}"
+    );
     for what in ["ps1", "argv", "params.json"] {
         assert!(!r.call(2, what).contains("SECRET-TEST-FIXTURE"), "{what}");
     }
@@ -787,12 +790,17 @@ fn press_key_types_a_space_through_msvm_keyboard() {
         p.press_key(BUILDER).await.unwrap();
         let e = p.press_key(BUILDER).await.unwrap_err();
         assert!(
-            chain(&e).contains("Msvm_Keyboard.TypeKey returned 32775 (invalid state for this operation)"),
+            chain(&e).contains(
+                "Msvm_Keyboard.TypeKey returned 32775 (invalid state for this operation)"
+            ),
             "{}",
             chain(&e)
         );
         let e = p.press_key(BUILDER).await.unwrap_err();
-        assert!(matches!(e, ProviderError::NoSuchVm(ref n) if n == BUILDER), "{e}");
+        assert!(
+            matches!(e, ProviderError::NoSuchVm(ref n) if n == BUILDER),
+            "{e}"
+        );
         let e = p.press_key(BUILDER).await.unwrap_err();
         assert!(chain(&e).contains("WMI has no keyboard"), "{}", chain(&e));
     });
@@ -837,7 +845,11 @@ fn build_log_is_the_builders_kvp_items_in_their_order() {
     assert_eq!(written[0], None);
     // What was read is the build log the hints name.
     assert_eq!(written[1].as_deref(), Some(logs[1].as_str()));
-    assert_eq!(written[4].as_deref(), Some(logs[3].as_str()), "an empty read keeps the last log");
+    assert_eq!(
+        written[4].as_deref(),
+        Some(logs[3].as_str()),
+        "an empty read keeps the last log"
+    );
     assert_eq!(crate::winbuild::scan(&logs[0]).markers, 0);
     // Ordered by number whatever order the host lists them in; items of
     // other names are not build.ps1's.
@@ -976,11 +988,20 @@ fn remove_golden_deletes_it_absent_is_fine_in_use_is_refused() {
         chain(&e)
     );
     let h = hint_of(&e);
-    assert!(h.contains("devcluster destroy") && h.contains("hv1-win1"), "{h}");
+    assert!(
+        h.contains("devcluster destroy") && h.contains("hv1-win1"),
+        "{h}"
+    );
     // Only names under bases: nothing else is ever deleted.
     let r = Replay::new(&[(Op::StorageRoot, "storage-root")]);
     let p = r.provider();
-    for bad in [r"..\x.vhdx", r"C:\Windows\x.vhdx", "a/b.vhdx", "disk.qcow2", ""] {
+    for bad in [
+        r"..\x.vhdx",
+        r"C:\Windows\x.vhdx",
+        "a/b.vhdx",
+        "disk.qcow2",
+        "",
+    ] {
         let e = run(p.remove_golden(bad)).unwrap_err();
         assert!(matches!(e, ProviderError::Invalid(_)), "{bad}: {e}");
     }
@@ -1007,13 +1028,21 @@ fn a_windows_node_is_a_differencing_disk_of_its_kept_base() {
     assert_eq!(params["parentSource"], Value::Null);
     assert_eq!(params["secureBootTemplate"], "MicrosoftWindows");
     assert_eq!(params["seedPath"], format!(r"{ROOT}\hv1-win1\seed.iso"));
-    assert!(Op::CreateVm.script().contains("-ParentPath $P.parentPath -Differencing"));
+    assert!(
+        Op::CreateVm
+            .script()
+            .contains("-ParentPath $P.parentPath -Differencing")
+    );
 
     // A golden that is a path, not a name, is refused before the VM is made.
     let r = Replay::new(&[(Op::StorageRoot, "storage-root")]);
     spec.golden = Some(format!(r"{ROOT}\bases\x.vhdx"));
     let e = run(r.provider().create_node(&spec)).unwrap_err();
-    assert!(e.to_string().contains("is not the name of a Hyper-V base disk"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("is not the name of a Hyper-V base disk"),
+        "{e}"
+    );
     assert_eq!(r.calls(), 1);
 }
 
