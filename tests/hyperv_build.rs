@@ -23,7 +23,7 @@ use devcluster::images::{self, Fetch, winbase};
 use devcluster::providers::hyperv::runner::Op;
 use devcluster::providers::hyperv::{HyperV, PowerShell};
 use devcluster::providers::{Provider, ProviderConfig};
-use devcluster::spec::{DomainType, ProviderKind};
+use devcluster::spec::{DomainType, ProviderKind, WindowsDevices};
 use devcluster::winbuild::{self, Bounds, BuildError, Place, Request};
 
 const VM: &str = "devcluster-build-windows-server-2025";
@@ -127,6 +127,7 @@ fn request() -> Request {
         },
         poll: Duration::from_millis(10),
         typical: winbuild::TYPICAL_HW,
+        devices: WindowsDevices::Emulated,
     }
 }
 
@@ -250,9 +251,25 @@ async fn a_whole_build_keeps_the_disk_and_removes_the_builder() {
     assert_eq!(disk.format, images::Format::Vhdx);
     assert_eq!(disk.capacity_bytes, 64 << 30);
     let (_, image) = winbuild::windows_image(dirs, "windows-server-2025").unwrap();
-    let found = winbase::lookup(dirs, &image, &sha, ProviderKind::Hyperv).expect("recorded");
+    let found = winbase::lookup(
+        dirs,
+        &image,
+        &sha,
+        ProviderKind::Hyperv,
+        WindowsDevices::Emulated,
+    )
+    .expect("recorded");
     assert_eq!(found.key, disk.key);
-    assert!(winbase::lookup(dirs, &image, &sha, ProviderKind::Libvirt).is_none());
+    assert!(
+        winbase::lookup(
+            dirs,
+            &image,
+            &sha,
+            ProviderKind::Libvirt,
+            WindowsDevices::Emulated
+        )
+        .is_none()
+    );
     // The builder and its folder went after the record was written.
     assert_eq!(params(replay.path(), 21)["name"], VM);
 
@@ -315,5 +332,14 @@ async fn a_failed_step_ends_the_build_with_the_vmconnect_hint() {
     assert_eq!(ran(replay.path()), expected);
     let (_, image) = winbuild::windows_image(dirs, "windows-server-2025").unwrap();
     let sha = images::sha256_file(&world.path("standin.iso")).unwrap();
-    assert!(winbase::lookup(dirs, &image, &sha, ProviderKind::Hyperv).is_none());
+    assert!(
+        winbase::lookup(
+            dirs,
+            &image,
+            &sha,
+            ProviderKind::Hyperv,
+            WindowsDevices::Emulated
+        )
+        .is_none()
+    );
 }
