@@ -159,7 +159,7 @@ pub enum ImagesCommand {
 pub struct BuildArgs {
     /// The Windows image, e.g. windows-server-2025.
     pub name: String,
-    /// The provider to build it for (libvirt in this build).
+    /// The provider to build it for (libvirt, hyperv or virtualbox).
     #[arg(long, value_enum)]
     pub provider: Option<ProviderKind>,
     /// Build even under software emulation (no working KVM): takes hours.

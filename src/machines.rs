@@ -102,7 +102,7 @@ fn windows_base(
     node: &NodePlan,
     provider: crate::spec::ProviderKind,
 ) -> Result<BaseImage, MachinesError> {
-    let (entry, iso, disk) = windows_base_disk(dirs, node, provider)?;
+    let (entry, iso, disk) = windows_base_disk(dirs, plan, node, provider)?;
     Ok(BaseImage {
         name: entry.name.clone(),
         path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
@@ -116,6 +116,7 @@ fn windows_base(
 /// the ISO's sha256.
 fn windows_base_disk(
     dirs: &Dirs,
+    plan: &Plan,
     node: &NodePlan,
     provider: crate::spec::ProviderKind,
 ) -> Result<(images::ImageEntry, String, images::golden::GoldenDisk), MachinesError> {
@@ -166,6 +167,26 @@ pub fn windows_devices(
     }
 }
 
+/// The provider's name of a Windows node's base disk ([`VmSpec::golden`]):
+/// the recorded volume whose path [`windows_base`] put in `base.path`. Not
+/// the path's file name: a Hyper-V path is a Windows path wherever
+/// devcluster runs, and a provider names its volumes as it likes. A record
+/// without a volume (a disk in the cache) falls back to the file name.
+fn windows_base_volume(dirs: &Dirs, base: &BaseImage) -> Option<String> {
+    images::golden::list(dirs)
+        .ok()
+        .and_then(|disks| {
+            disks
+                .into_iter()
+                .find_map(|d| d.volume.filter(|v| v.path == base.path).map(|v| v.name))
+        })
+        .or_else(|| {
+            base.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+}
+
 /// The VM definition of one node: sizes from the plan, its seed ISO, its
 /// serial log in the cluster's log dir.
 pub fn vm_spec(
@@ -193,20 +214,7 @@ pub fn vm_spec(
             }
         })?;
         let iso = crate::seed::windows::node_seed_iso(&seed).map_err(seed_err)?;
-        // The provider's name of the base disk as `images build` recorded
-        // it: a VirtualBox base VM is not named by its disk's file. Without
-        // a record (a base given by hand), the file name: the libvirt
-        // volume's name.
-        let recorded = windows_base_disk(dirs, node, plan.provider)
-            .ok()
-            .and_then(|(_, _, d)| d.volume)
-            .map(|v| v.name);
-        let volume = recorded.or_else(|| {
-            base.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        });
-        (iso, volume)
+        (iso, windows_base_volume(dirs, base))
     } else {
         let seed = crate::seed::seed_inputs_for(
             plan,
@@ -1224,7 +1232,7 @@ mod tests {
         let dirs = Dirs::under(tmp.path());
         let win = plan.node("dev-win1").unwrap().clone();
         assert!(matches!(
-            windows_base(&dirs, &win, plan.provider),
+            windows_base(&dirs, &plan, &win, plan.provider),
             Err(MachinesError::NoWindowsBase { .. })
         ));
         let entry = images::catalog::find(&dirs, &win.image).unwrap();
@@ -1235,7 +1243,7 @@ mod tests {
             .sha256
             .clone()
             .unwrap();
-        let key = images::winbase::key(&image, &iso, plan.provider);
+        let key = images::winbase::key(&image, &iso, plan.provider, Default::default());
         let disk = tmp.path().join("devcluster-winbase-x/disk.vdi");
         images::golden::store_volume(
             &dirs,
@@ -1255,7 +1263,7 @@ mod tests {
             },
         )
         .unwrap();
-        let base = windows_base(&dirs, &win, plan.provider).unwrap();
+        let base = windows_base(&dirs, &plan, &win, plan.provider).unwrap();
         assert_eq!(base.path, disk);
         let secrets = crate::pki::ensure(&dirs, &plan).unwrap();
         let vm = vm_spec(&dirs, &plan, &win, &base, &secrets).unwrap();
@@ -1268,6 +1276,56 @@ mod tests {
         plan.provider = crate::spec::ProviderKind::Libvirt;
         let vm = vm_spec(&dirs, &plan, &win, &other, &secrets).unwrap();
         assert_eq!(vm.golden.as_deref(), Some("winbase-1.qcow2"));
+    }
+
+    #[test]
+    fn a_windows_nodes_golden_is_the_recorded_volume_name_not_a_file_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        // A Hyper-V base disk: a Windows path wherever devcluster runs.
+        let path = std::path::PathBuf::from(
+            r"C:\ProgramData\Microsoft\Windows\Hyper-V\devcluster\bases\0123abcd.vhdx",
+        );
+        let base = BaseImage {
+            name: "windows-server-2025".into(),
+            path: path.clone(),
+            sha256: "iso".into(),
+            firmware: crate::providers::Firmware::Uefi,
+            secure_boot: true,
+        };
+        let key = images::golden::GoldenKey {
+            base_sha256: "iso".into(),
+            kubernetes_version: String::new(),
+            provider: crate::spec::ProviderKind::Hyperv,
+            provisioners_sha256: "build".into(),
+        };
+        images::golden::store_volume(
+            &dirs,
+            &key,
+            images::golden::Made {
+                image: "windows-server-2025".into(),
+                format: images::Format::Vhdx,
+                capacity_bytes: 1,
+                source: "built by b".into(),
+                prepared_ms: 1,
+            },
+            images::golden::ProviderVolume {
+                name: "0123abcd.vhdx".into(),
+                path,
+                bytes: 1,
+                uri: String::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            windows_base_volume(&dirs, &base).as_deref(),
+            Some("0123abcd.vhdx")
+        );
+        // Without a record the file name is all there is (a disk in the
+        // cache); here that is the whole Windows path, on a Unix host.
+        let other = Dirs::under(&tmp.path().join("other"));
+        let fallback = windows_base_volume(&other, &base).unwrap();
+        assert!(fallback.ends_with("0123abcd.vhdx"), "{fallback}");
     }
 
     #[test]

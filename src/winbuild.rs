@@ -6,7 +6,9 @@
 //! `devcluster-build: phase|reboot|failed ...` lines to COM1 (the serial
 //! log) and ends in `sysprep /generalize /oobe /shutdown`. So the host
 //! only watches: the VM's state (off = sysprep finished) and the serial
-//! log (which phase; a `failed` line). Setup itself writes nothing to the
+//! log (which phase; a `failed` line), which is the provider's
+//! [`Provider::build_log`] (Hyper-V, with no serial file, reads the same
+//! lines from guest key-value pairs). Setup itself writes nothing to the
 //! serial port, so "no new phase" can last as long as Setup does: the
 //! stall bound is generous, and there is an overall bound besides.
 //!

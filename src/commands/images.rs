@@ -190,10 +190,15 @@ fn prune(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
             let provider = crate::providers::open(kind, &config)
                 .await
                 .map_err(|e| e.to_string())?;
-            provider
-                .remove_golden(&v.name)
-                .await
-                .map_err(|e| e.to_string())
+            // The whole cause and its fix: a refusal (a base disk some VM
+            // still has as parent) says which VM and what to do.
+            provider.remove_golden(&v.name).await.map_err(|e| {
+                let why = crate::error::one_line(&e);
+                match e.hint() {
+                    Some(hint) => format!("{why}; {hint}"),
+                    None => why,
+                }
+            })
         })
     })?;
     for (id, why) in &p.golden_kept {

@@ -7,7 +7,8 @@
 # logon (RunOnce; AutoLogon is on while building), reboots, and carries on
 # where it stopped. Every phase is written to COM1 as
 # "devcluster-build: phase NAME", which the host reads from the serial log
-# to show progress and to notice a stall; a failure is written as
+# (on Hyper-V: from guest key-value pairs) to show progress and to notice
+# a stall; a failure is written as
 # "devcluster-build: failed NAME: MESSAGE" and the VM stays up to be
 # inspected over its console.
 $ErrorActionPreference = 'Stop'
@@ -18,7 +19,23 @@ $StateDir = 'C:\ProgramData\devcluster\build'
 New-Item -ItemType Directory -Force -Path $StateDir | Out-Null
 
 function Write-Serial([string]$Line) {
-    Add-Content -Path (Join-Path $StateDir 'build.log') -Value $Line
+    $log = Join-Path $StateDir 'build.log'
+    Add-Content -Path $log -Value $Line
+    # Hyper-V has no serial file: each line is also its own guest key-value
+    # pair (Data Exchange), DevclusterBuildNNN numbered by its line in the
+    # log, so no line is lost to the size of one value and a new line is a
+    # new item. Elsewhere the Guest key is normally absent (an item there
+    # would be harmless).
+    $kvp = 'HKLM:\SOFTWARE\Microsoft\Virtual Machine\Guest'
+    try {
+        if (Test-Path $kvp) {
+            $n = @(Get-Content -Path $log).Count
+            $value = $Line.Substring(0, [Math]::Min($Line.Length, 1000))
+            New-ItemProperty -Path $kvp -Name ('DevclusterBuild{0:D3}' -f $n) -Value $value -PropertyType String -Force | Out-Null
+        }
+    } catch {
+        # No data exchange: the serial port and the log file remain.
+    }
     try {
         $port = New-Object System.IO.Ports.SerialPort 'COM1', 115200
         $port.Open()

@@ -37,8 +37,28 @@
 //! Calls on one VM are serialised (a lock per VM name); "exists" and
 //! "already gone" are answers, not errors, inside each script.
 //!
-//! Not here yet: golden disks on Hyper-V (capabilities say so), the serial
-//! console log (Hyper-V offers a named pipe, nothing writes it to a file).
+//! Windows base disks (`devcluster images build`, [`crate::winbuild`]).
+//! The builder (`create_builder.ps1`) is a Gen 2 VM on a blank dynamic
+//! VHDX with the installation ISO and the build CD on two SCSI DVDs, the
+//! disk first in the boot order (a blank disk falls through to the DVD;
+//! after Setup's first reboot the installed disk boots), its adapter on no
+//! switch (Setup needs no network, so the builder's "isolated" network is
+//! no network at all: [`Provider::ensure_network`] makes nothing for it and
+//! so never takes a gateway address another cluster's /24 may use). The
+//! ISO's "Press any key" prompt gets a space through WMI,
+//! `Msvm_Keyboard.TypeKey`. Hyper-V keeps no serial log (COM1 is a named
+//! pipe nobody reads), so build.ps1 also writes each `devcluster-build:`
+//! line as its own guest key-value pair (Data Exchange) and
+//! [`Provider::build_log`] reads them back from
+//! `Msvm_KvpExchangeComponent.GuestExchangeItems` (testdata/hyperv/README.md
+//! cites the facts), also writing them to the builder's log file on the
+//! host, which the build's hints name. When the builder is off its VHDX is copied to
+//! `bases\<id>.vhdx`, beside the Linux base disks, and Windows nodes are
+//! differencing disks of it ([`VmSpec::golden`] is that file's name).
+//!
+//! Not here yet: golden disks of prepared Linux nodes
+//! ([`Capabilities::golden_disks`] is false), a serial console log of
+//! nodes (Hyper-V offers a named pipe, nothing writes it to a file).
 
 pub mod detect;
 pub mod runner;
@@ -56,12 +76,12 @@ use serde_json::{Value, json};
 
 use self::runner::{Cause, Op, PsError, Reply};
 use super::{
-    Capabilities, Detection, NetworkSpec, Provider, ProviderConfig, ProviderError, Result,
-    Shutdown, VmSpec, VmState,
+    Capabilities, Detection, GoldenVolume, NetworkSpec, Provider, ProviderConfig, ProviderError,
+    Result, Shutdown, VmSpec, VmState,
 };
 use crate::net::Cidr;
 use crate::plan::Os;
-use crate::spec::ProviderKind;
+use crate::spec::{NetworkMode, ProviderKind};
 
 /// devcluster's internal switch.
 pub const SWITCH_NAME: &str = "devcluster";
@@ -74,6 +94,13 @@ pub const NAT_PREFIX: &str = "192.168.240.0/20";
 pub fn nat_prefix() -> Cidr {
     NAT_PREFIX.parse().expect("NAT_PREFIX is a CIDR")
 }
+
+/// The name prefix of build.ps1's guest KVP items (`DevclusterBuild001`, ...).
+pub const BUILD_KVP_PREFIX: &str = "DevclusterBuild";
+
+/// The Windows virtual-key code `Msvm_Keyboard.TypeKey` takes for the space
+/// bar (`VK_SPACE`).
+pub const VK_SPACE: u32 = 0x20;
 
 /// The first line of every devcluster VM's Notes.
 const NOTES_HEAD: &str = "Managed by devcluster; `devcluster destroy` removes it.";
@@ -129,6 +156,72 @@ fn network_marker(root: &str, cluster: &str) -> String {
     win_join(&win_join(root, "networks"), &format!("{cluster}.txt"))
 }
 
+/// Where base disks live, Linux (`<sha256>.vhdx`) and Windows
+/// (`<id>.vhdx`): differencing disks name them as parents, so they never move.
+fn bases_dir(root: &str) -> String {
+    win_join(root, "bases")
+}
+
+/// A base disk's full path from its name ([`VmSpec::golden`],
+/// [`crate::providers::GoldenVolume::name`]): a plain file name under
+/// [`bases_dir`], nothing else.
+pub fn golden_path(root: &str, name: &str) -> Result<String, ProviderError> {
+    if name.is_empty()
+        || name.contains(['\\', '/', ':'])
+        || name == "."
+        || name == ".."
+        || !name.to_ascii_lowercase().ends_with(".vhdx")
+    {
+        return Err(ProviderError::Invalid(format!(
+            "`{name}` is not the name of a Hyper-V base disk (a file name ending in .vhdx under {})",
+            bases_dir(root)
+        )));
+    }
+    Ok(win_join(&bases_dir(root), name))
+}
+
+/// The text of build.ps1's lines from `build_log.ps1`'s items: the ones
+/// named [`BUILD_KVP_PREFIX`] and a number, in the order of their numbers
+/// (the host lists KVP items in no promised order), one line each.
+pub fn build_log_text(v: &Value) -> Result<String, HypervError> {
+    let items = v["items"]
+        .as_array()
+        .ok_or_else(|| HypervError::Unexpected(v.to_string()))?;
+    let mut lines: Vec<(u64, &str)> = items
+        .iter()
+        .filter_map(|item| {
+            let n = item["name"]
+                .as_str()?
+                .strip_prefix(BUILD_KVP_PREFIX)?
+                .parse()
+                .ok()?;
+            Some((n, item["data"].as_str().unwrap_or("")))
+        })
+        .collect();
+    lines.sort_by_key(|(n, _)| *n);
+    Ok(lines.iter().map(|(_, l)| format!("{l}\n")).collect())
+}
+
+/// What `Msvm_Keyboard.TypeKey`'s return value means (Microsoft Learn,
+/// TypeKey method of the Msvm_Keyboard class).
+fn type_key_meaning(code: i64) -> &'static str {
+    match code {
+        4096 => "job started",
+        32768 => "failed",
+        32769 => "access denied",
+        32770 => "not supported",
+        32771 => "status unknown",
+        32772 => "timeout",
+        32773 => "invalid parameter",
+        32774 => "system in use",
+        32775 => "invalid state for this operation",
+        32776 => "incorrect data type",
+        32777 => "system not available",
+        32778 => "out of memory",
+        _ => "unknown",
+    }
+}
+
 /// Windows paths are joined with `\` whatever the OS devcluster was built for.
 fn win_join(dir: &str, name: &str) -> String {
     format!("{}\\{name}", dir.trim_end_matches(['\\', '/']))
@@ -164,6 +257,12 @@ pub enum HypervError {
     ForeignSwitch { name: String, kind: String },
     #[error("a VM named {name} exists but is not devcluster's (its Notes lack {tag})")]
     ForeignVm { name: String, tag: String },
+    #[error("Msvm_Keyboard.TypeKey returned {code} ({meaning})")]
+    KeyNotTyped { code: i64, meaning: &'static str },
+    #[error("WMI has no keyboard of VM {name} ({systems} Msvm_ComputerSystem of that name)")]
+    NoKeyboard { name: String, systems: i64 },
+    #[error("base disk {path} is the parent of a disk of VM {}", .vms.join(", "))]
+    DiskInUse { path: String, vms: Vec<String> },
     #[error("unexpected result {0}")]
     Unexpected(String),
 }
@@ -188,7 +287,14 @@ impl HypervError {
             HypervError::ForeignVm { name, .. } => Some(format!(
                 "rename or remove the VM {name}, or choose another cluster name"
             )),
-            HypervError::Garbled { .. } | HypervError::Unexpected(_) => None,
+            HypervError::DiskInUse { vms, .. } => Some(format!(
+                "delete what uses it first (`devcluster destroy` of the cluster of {}), then prune again",
+                vms.join(", ")
+            )),
+            HypervError::Garbled { .. }
+            | HypervError::Unexpected(_)
+            | HypervError::KeyNotTyped { .. }
+            | HypervError::NoKeyboard { .. } => None,
         }
     }
 }
@@ -358,15 +464,13 @@ impl HyperV {
     pub fn create_params(vm: &VmSpec, root: &str, seed_source: &str) -> Value {
         let node_dir = win_join(root, &vm.name);
         let node_dir = node_dir.as_str();
-        // A golden disk is already in Hyper-V's storage; a base disk is
-        // copied there once, named by its sha256.
+        // A golden disk (a Windows base disk) is already in Hyper-V's
+        // storage, named by `keep_disk`; a base disk is copied there once,
+        // named by its sha256. (`golden` is checked by `create_node`.)
         let (parent, parent_source) = match &vm.golden {
-            Some(g) => (g.clone(), None),
+            Some(g) => (win_join(&bases_dir(root), g), None),
             None => (
-                win_join(
-                    &win_join(root, "bases"),
-                    &format!("{}.vhdx", vm.base.sha256),
-                ),
+                win_join(&bases_dir(root), &format!("{}.vhdx", vm.base.sha256)),
                 Some(vm.base.path.display().to_string()),
             ),
         };
@@ -381,6 +485,35 @@ impl HyperV {
             "seedSource": seed_source,
             "seedPath": win_join(node_dir, "seed.iso"),
             "switch": SWITCH_NAME,
+            "cpus": vm.cpus,
+            "memoryBytes": u64::from(vm.memory_mib) * 1024 * 1024,
+            "diskBytes": u64::from(vm.disk_gib) * 1024 * 1024 * 1024,
+            "mac": hyperv_mac(&vm.mac),
+            "secureBoot": vm.base.secure_boot,
+            "secureBootTemplate": secure_boot_template(vm.os),
+        })
+    }
+
+    /// The parameters of `create_builder.ps1` (a VM with
+    /// [`VmSpec::install_iso`]): like a node's, but a blank disk of
+    /// `disk_gib`, the installation ISO as it lies on the host, no switch.
+    pub fn builder_params(
+        vm: &VmSpec,
+        iso: &std::path::Path,
+        root: &str,
+        seed_source: &str,
+    ) -> Value {
+        let node_dir = win_join(root, &vm.name);
+        let node_dir = node_dir.as_str();
+        json!({
+            "name": vm.name,
+            "tag": cluster_tag(&vm.cluster),
+            "notes": notes(vm),
+            "nodeDir": node_dir,
+            "vhdPath": win_join(node_dir, &format!("{}.vhdx", vm.name)),
+            "installIso": iso.display().to_string(),
+            "seedSource": seed_source,
+            "seedPath": win_join(node_dir, "seed.iso"),
             "cpus": vm.cpus,
             "memoryBytes": u64::from(vm.memory_mib) * 1024 * 1024,
             "diskBytes": u64::from(vm.disk_gib) * 1024 * 1024 * 1024,
@@ -443,13 +576,28 @@ impl Provider for HyperV {
             suspend_to_disk: true,
             snapshots: true,
             golden_disks: false,
-            windows_builds: false,
+            windows_builds: true,
         }
     }
+
+    fn disk_format(&self) -> crate::images::Format {
+        crate::images::Format::Vhdx
+    }
+
+    // `location` stays empty: a base disk's path (recorded with it) says
+    // where it is, and `remove_golden` finds it under this host's storage
+    // root; there is no remote Hyper-V to address.
 
     async fn ensure_network(&self, net: &NetworkSpec) -> Result<()> {
         let what = SWITCH_NAME;
         let e = |err| op_err("ensure network", what, err);
+        if net.mode == NetworkMode::Isolated && net.hosts.is_empty() {
+            // A builder's network (winbuild): its VM is on no switch, so
+            // nothing is needed — no gateway address on the shared switch,
+            // which could be the address of a cluster on the same /24 and
+            // would then be removed with the builder, and no elevation.
+            return Ok(());
+        }
         if !nat_prefix().contains(net.subnet.addr()) || net.subnet.prefix() < 20 {
             return Err(ProviderError::Invalid(format!(
                 "cluster network {} is outside {NAT_PREFIX}, the one NAT prefix devcluster's Hyper-V clusters share",
@@ -519,9 +667,19 @@ impl Provider for HyperV {
     async fn create_node(&self, vm: &VmSpec) -> Result<()> {
         let e = |err| op_err("create VM", &vm.name, err);
         let root = self.root().await.map_err(e)?.to_string();
+        if let Some(g) = &vm.golden {
+            golden_path(&root, g)?;
+        }
         let seed = self.write_seed(vm)?;
-        let params = Self::create_params(vm, &root, &seed.display().to_string());
-        let r = self.vm_op(Op::CreateVm, &vm.name, params).await;
+        let seed_source = seed.display().to_string();
+        let (op, params) = match &vm.install_iso {
+            Some(iso) => (
+                Op::CreateBuilder,
+                Self::builder_params(vm, iso, &root, &seed_source),
+            ),
+            None => (Op::CreateVm, Self::create_params(vm, &root, &seed_source)),
+        };
+        let r = self.vm_op(op, &vm.name, params).await;
         let _ = std::fs::remove_file(&seed);
         let v = r.map_err(e)?;
         if v["foreign"].as_bool() == Some(true) {
@@ -536,6 +694,72 @@ impl Provider for HyperV {
 
     async fn start(&self, name: &str) -> Result<()> {
         self.change_state(Op::StartVm, "start", name).await
+    }
+
+    async fn press_key(&self, name: &str) -> Result<()> {
+        let e = |err| op_err("press a key in", name, err);
+        let v = self
+            .vm_op(
+                Op::PressKey,
+                name,
+                json!({ "name": name, "keyCode": VK_SPACE }),
+            )
+            .await
+            .map_err(e)?;
+        if str_field(&v, "state").map_err(e)? == "Absent" {
+            return Err(ProviderError::NoSuchVm(name.into()));
+        }
+        if let Some(systems) = v["systems"].as_i64() {
+            return Err(e(HypervError::NoKeyboard {
+                name: name.into(),
+                systems,
+            }));
+        }
+        if v["keyboard"].as_bool() == Some(false) {
+            return Err(e(HypervError::NoKeyboard {
+                name: name.into(),
+                systems: 1,
+            }));
+        }
+        match v["returnValue"].as_i64() {
+            Some(0) => Ok(()),
+            Some(code) => Err(e(HypervError::KeyNotTyped {
+                code,
+                meaning: type_key_meaning(code),
+            })),
+            None => Err(e(HypervError::Unexpected(v.to_string()))),
+        }
+    }
+
+    /// Hyper-V has no serial file: build.ps1's lines come as guest KVP
+    /// items ([`build_log_text`]). They are also written to `serial_log`,
+    /// the build log a failed build's hint names, so it exists here too.
+    async fn build_log(&self, vm: &str, serial_log: &std::path::Path) -> Result<String> {
+        let e = |err| op_err("read the build log of", vm, err);
+        let v = self
+            .vm_op(
+                Op::BuildLog,
+                vm,
+                json!({ "name": vm, "prefix": BUILD_KVP_PREFIX }),
+            )
+            .await
+            .map_err(e)?;
+        let text = build_log_text(&v).map_err(e)?;
+        if !text.is_empty() {
+            let io = |err: std::io::Error| {
+                ProviderError::op(
+                    "write the build log of",
+                    serial_log.display().to_string(),
+                    err,
+                )
+            };
+            if let Some(dir) = serial_log.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            crate::fsutil::atomic_write(serial_log, text.as_bytes(), crate::fsutil::Access::Normal)
+                .map_err(io)?;
+        }
+        Ok(text)
     }
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown> {
@@ -612,6 +836,92 @@ impl Provider for HyperV {
             .iter()
             .filter_map(|n| n.as_str().map(String::from))
             .collect())
+    }
+
+    async fn keep_disk(&self, node: &str, id: &str) -> Result<GoldenVolume> {
+        let e = |err| op_err("keep the disk of", node, err);
+        let root = self.root().await.map_err(e)?.to_string();
+        let name = format!("{id}.vhdx");
+        let target = golden_path(&root, &name)?;
+        let node_dir = win_join(&root, node);
+        let v = self
+            .vm_op(
+                Op::KeepDisk,
+                node,
+                json!({
+                    "name": node,
+                    "tag": format!("devcluster-node={node}"),
+                    "vhdPath": win_join(&node_dir, &format!("{node}.vhdx")),
+                    "target": target,
+                }),
+            )
+            .await
+            .map_err(e)?;
+        if v["foreign"].as_bool() == Some(true) {
+            return Err(e(HypervError::ForeignVm {
+                name: node.into(),
+                tag: format!("devcluster-node={node}"),
+            }));
+        }
+        if let Some(vms) = v["inUse"].as_array() {
+            return Err(e(HypervError::DiskInUse {
+                path: target,
+                vms: vms
+                    .iter()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect(),
+            }));
+        }
+        match str_field(&v, "state").map_err(e)? {
+            "Absent" => return Err(ProviderError::NoSuchVm(node.into())),
+            "Off" => {}
+            other => {
+                return Err(ProviderError::Invalid(format!(
+                    "VM {node} is {other}, not off: its disk is still being written"
+                )));
+            }
+        }
+        if v["noDisk"].as_bool() == Some(true) {
+            return Err(ProviderError::Invalid(format!(
+                "VM {node} has no disk {node}.vhdx in {node_dir}"
+            )));
+        }
+        let path = str_field(&v, "path").map_err(e)?;
+        let (Some(bytes), Some(capacity_bytes)) =
+            (v["bytes"].as_u64(), v["capacityBytes"].as_u64())
+        else {
+            return Err(e(HypervError::Unexpected(v.to_string())));
+        };
+        Ok(GoldenVolume {
+            name,
+            path: PathBuf::from(path),
+            bytes,
+            capacity_bytes,
+        })
+    }
+
+    async fn remove_golden(&self, volume: &str) -> Result<()> {
+        let e = |err| op_err("remove base disk", volume, err);
+        let root = self.root().await.map_err(e)?.to_string();
+        let path = golden_path(&root, volume)?;
+        let v = self
+            .ps
+            .run(Op::RemoveGolden, &json!({ "path": path }))
+            .await
+            .map_err(e)?;
+        let users = v["users"]
+            .as_array()
+            .ok_or_else(|| e(HypervError::Unexpected(v.to_string())))?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(e(HypervError::DiskInUse {
+            path,
+            vms: users
+                .iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect(),
+        }))
     }
 
     async fn remove_storage(&self, cluster: &str) -> Result<()> {

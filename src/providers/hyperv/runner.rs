@@ -45,10 +45,15 @@ pub enum Op {
     DeleteVm,
     ClusterVms,
     RemoveStorage,
+    CreateBuilder,
+    PressKey,
+    BuildLog,
+    KeepDisk,
+    RemoveGolden,
 }
 
 impl Op {
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 17] = [
         Op::Detect,
         Op::StorageRoot,
         Op::EnsureNetwork,
@@ -61,6 +66,11 @@ impl Op {
         Op::DeleteVm,
         Op::ClusterVms,
         Op::RemoveStorage,
+        Op::CreateBuilder,
+        Op::PressKey,
+        Op::BuildLog,
+        Op::KeepDisk,
+        Op::RemoveGolden,
     ];
 
     /// The script's file name without `.ps1`.
@@ -78,6 +88,11 @@ impl Op {
             Op::DeleteVm => "delete_vm",
             Op::ClusterVms => "cluster_vms",
             Op::RemoveStorage => "remove_storage",
+            Op::CreateBuilder => "create_builder",
+            Op::PressKey => "press_key",
+            Op::BuildLog => "build_log",
+            Op::KeepDisk => "keep_disk",
+            Op::RemoveGolden => "remove_golden",
         }
     }
 
@@ -95,6 +110,11 @@ impl Op {
             Op::DeleteVm => include_str!("scripts/delete_vm.ps1"),
             Op::ClusterVms => include_str!("scripts/cluster_vms.ps1"),
             Op::RemoveStorage => include_str!("scripts/remove_storage.ps1"),
+            Op::CreateBuilder => include_str!("scripts/create_builder.ps1"),
+            Op::PressKey => include_str!("scripts/press_key.ps1"),
+            Op::BuildLog => include_str!("scripts/build_log.ps1"),
+            Op::KeepDisk => include_str!("scripts/keep_disk.ps1"),
+            Op::RemoveGolden => include_str!("scripts/remove_golden.ps1"),
         }
     }
 
@@ -291,6 +311,7 @@ mod tests {
             "Remove-VMSavedState",
             "Get-VMIntegrationService",
             "Enable-VMIntegrationService",
+            "Convert-VHD",
         ];
         for op in Op::ALL {
             for line in op

@@ -679,3 +679,377 @@ fn detect_through_the_stand_in() {
     assert_eq!(checks[0].name, "hyperv.powershell");
     assert!(checks[0].fix.as_deref().unwrap().contains("S-1-5-32-578"));
 }
+
+const ROOT: &str = r"C:\ProgramData\Microsoft\Windows\Hyper-V\devcluster";
+const BUILDER: &str = "devcluster-build-windows-server-2025";
+const ISO: &str = r"C:\Users\dev\AppData\Local\devcluster\cache\images\ws2025.iso";
+
+/// The VmSpec winbuild makes for a builder (see `winbuild::build`).
+fn builder() -> VmSpec {
+    let mut b = vm(BUILDER);
+    b.cluster = "build2025".into();
+    b.role = "builder".into();
+    b.os = Os::Windows;
+    b.disk_gib = 64;
+    b.mac = "52:54:00:dc:b0:01".into();
+    b.install_iso = Some(PathBuf::from(ISO));
+    b
+}
+
+#[test]
+fn a_builder_gets_a_blank_disk_both_cds_and_no_switch() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::CreateBuilder, "create-builder-new"),
+        (Op::CreateBuilder, "create-builder-running"),
+    ]);
+    let p = r.provider();
+    run(async {
+        p.create_node(&builder()).await.unwrap();
+        // Again while it runs: kept as it is.
+        p.create_node(&builder()).await.unwrap();
+    });
+    assert_eq!(r.calls(), 3);
+    r.assert_ran(2, Op::CreateBuilder);
+    r.assert_ran(3, Op::CreateBuilder);
+    let params = r.params(2);
+    let seed_source = PathBuf::from(params["seedSource"].as_str().unwrap());
+    assert!(seed_source.starts_with(r.cache.path()));
+    assert!(!seed_source.exists(), "the seed's temporary copy is left");
+    let mut shown = params.clone();
+    shown["seedSource"] = json!("<the seed's private temporary file>");
+    insta::assert_json_snapshot!("create_builder_params", shown);
+    assert_eq!(params["installIso"], ISO);
+    assert_eq!(params["diskBytes"], 64u64 << 30);
+    assert_eq!(params["secureBootTemplate"], "MicrosoftWindows");
+    assert_eq!(
+        params["vhdPath"],
+        format!(r"{ROOT}\{BUILDER}\{BUILDER}.vhdx")
+    );
+    // No parent, no switch: a blank disk on no network.
+    for key in ["parentPath", "parentSource", "switch"] {
+        assert!(params.get(key).is_none(), "{key}: {params}");
+    }
+    // destroy and remove_builder find it by the same Notes tag as nodes.
+    let notes = params["notes"].as_str().unwrap();
+    assert!(notes.contains("devcluster-cluster=build2025\n"), "{notes}");
+    assert!(
+        notes.contains(&format!("devcluster-node={BUILDER}")),
+        "{notes}"
+    );
+    for what in ["ps1", "argv", "params.json"] {
+        assert!(!r.call(2, what).contains("SECRET-TEST-FIXTURE"), "{what}");
+    }
+
+    let script = Op::CreateBuilder.script();
+    let code: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(code.contains("Hyper-V\\New-VHD -Path $P.vhdPath -SizeBytes $P.diskBytes -Dynamic"));
+    assert!(!code.contains("-Differencing") && !code.contains("-SwitchName"));
+    // Both CDs on SCSI DVDs; the disk boots first, the installation DVD second.
+    assert!(code.contains("foreach ($iso in @($P.installIso, $P.seedPath))"));
+    assert!(code.contains("-BootOrder $disk, $install"));
+    // Key-value pair exchange (Vagrant's id of "Key-Value Pair Exchange")
+    // is what build_log reads.
+    assert!(code.contains("2A34B1C2-FD73-4043-8A5B-DD2159BC743F"));
+    assert!(code.contains("-StaticMemory"));
+}
+
+#[test]
+fn a_builders_isolated_network_is_no_network() {
+    let mut n = net();
+    n.mode = NetworkMode::Isolated;
+    n.hosts.clear();
+    let r = Replay::new(&[]);
+    run(r.provider().ensure_network(&n)).unwrap();
+    assert_eq!(r.calls(), 0, "the builder's network made something");
+    // A cluster's network with hosts is made whatever its mode.
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::EnsureNetwork, "ensure-exists"),
+    ]);
+    let mut n = net();
+    n.mode = NetworkMode::Isolated;
+    run(r.provider().ensure_network(&n)).unwrap();
+    assert_eq!(r.calls(), 2);
+}
+
+#[test]
+fn press_key_types_a_space_through_msvm_keyboard() {
+    let r = Replay::new(&[
+        (Op::PressKey, "press-key-typed"),
+        (Op::PressKey, "press-key-invalid-state"),
+        (Op::PressKey, "press-key-absent"),
+        (Op::PressKey, "press-key-no-system"),
+    ]);
+    let p = r.provider();
+    run(async {
+        p.press_key(BUILDER).await.unwrap();
+        let e = p.press_key(BUILDER).await.unwrap_err();
+        assert!(
+            chain(&e).contains(
+                "Msvm_Keyboard.TypeKey returned 32775 (invalid state for this operation)"
+            ),
+            "{}",
+            chain(&e)
+        );
+        let e = p.press_key(BUILDER).await.unwrap_err();
+        assert!(
+            matches!(e, ProviderError::NoSuchVm(ref n) if n == BUILDER),
+            "{e}"
+        );
+        let e = p.press_key(BUILDER).await.unwrap_err();
+        assert!(chain(&e).contains("WMI has no keyboard"), "{}", chain(&e));
+    });
+    assert_eq!(r.calls(), 4);
+    for n in 1..=4 {
+        r.assert_ran(n, Op::PressKey);
+    }
+    // VK_SPACE, the code Windows' virtual-key table gives the space bar.
+    assert_eq!(r.params(1), json!({"name": BUILDER, "keyCode": 32}));
+    let script = Op::PressKey.script();
+    for needle in [
+        "-Namespace 'root\\virtualization\\v2' -ClassName Msvm_ComputerSystem",
+        "$_.ElementName -eq $P.name",
+        "-ResultClassName Msvm_Keyboard",
+        "-MethodName TypeKey -Arguments @{ keyCode = [uint32]$P.keyCode }",
+    ] {
+        assert!(script.contains(needle), "{needle}");
+    }
+}
+
+#[test]
+fn build_log_is_the_builders_kvp_items_in_their_order() {
+    let r = Replay::new(&[
+        (Op::BuildLog, "build-log-setup"),
+        (Op::BuildLog, "build-log-phases"),
+        (Op::BuildLog, "build-log-rebooted"),
+        (Op::BuildLog, "build-log-failed"),
+        (Op::BuildLog, "build-log-absent"),
+    ]);
+    let p = r.provider();
+    let serial = r.cache.path().join("builds").join("b.serial.log");
+    let (logs, written): (Vec<String>, Vec<Option<String>>) = run(async {
+        let mut out = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            out.0.push(p.build_log(BUILDER, &serial).await.unwrap());
+            out.1.push(std::fs::read_to_string(&serial).ok());
+        }
+        out
+    });
+    // Setup still running: no data yet, no error, no file.
+    assert_eq!(logs[0], "");
+    assert_eq!(written[0], None);
+    // What was read is the build log the hints name.
+    assert_eq!(written[1].as_deref(), Some(logs[1].as_str()));
+    assert_eq!(
+        written[4].as_deref(),
+        Some(logs[3].as_str()),
+        "an empty read keeps the last log"
+    );
+    assert_eq!(crate::winbuild::scan(&logs[0]).markers, 0);
+    // Ordered by number whatever order the host lists them in; items of
+    // other names are not build.ps1's.
+    assert_eq!(
+        logs[1],
+        "devcluster-build: phase 10-sshd\n\
+         devcluster-build: phase 20-shutdown-without-logon\n\
+         devcluster-build: phase 30-containers\n"
+    );
+    let s = crate::winbuild::scan(&logs[1]);
+    assert_eq!(s.phase.as_deref(), Some("30-containers"));
+    assert_eq!(s.markers, 3);
+    // A reboot and the same phase again are new items, so new markers.
+    let s = crate::winbuild::scan(&logs[2]);
+    assert_eq!(s.markers, 5);
+    assert_eq!(s.phase.as_deref(), Some("30-containers"));
+    let s = crate::winbuild::scan(&logs[3]);
+    assert_eq!(
+        s.failed,
+        Some(("30-containers".into(), "exit code 1".into()))
+    );
+    assert_eq!(logs[4], "");
+    assert_eq!(
+        r.params(1),
+        json!({"name": BUILDER, "prefix": "DevclusterBuild"})
+    );
+    let script = Op::BuildLog.script();
+    assert!(script.contains("-ResultClassName Msvm_KvpExchangeComponent"));
+    // Items the guest writes are GuestExchangeItems (the Guest key);
+    // intrinsic ones are the integration services' own.
+    assert!(script.contains("@($kvp.GuestExchangeItems)"));
+    assert!(!script.contains("GuestIntrinsicExchangeItems"));
+    assert!(script.contains("/INSTANCE/PROPERTY[@NAME='Name']/VALUE"));
+    assert!(script.contains("/INSTANCE/PROPERTY[@NAME='Data']/VALUE"));
+}
+
+#[test]
+fn build_ps1_writes_the_items_build_log_reads() {
+    let build = include_str!("../../../provisioners/windows/build/build.ps1");
+    let write = build
+        .split("function Write-Serial")
+        .nth(1)
+        .and_then(|f| f.split("\n}\n").next())
+        .expect("build.ps1 has Write-Serial");
+    // The key Microsoft documents for data a Windows guest creates
+    // ("Virtual Machine\Guest": non-intrinsic data, GuestExchangeItems).
+    assert!(write.contains(r"$kvp = 'HKLM:\SOFTWARE\Microsoft\Virtual Machine\Guest'"));
+    assert!(write.contains(&format!("-Name ('{BUILD_KVP_PREFIX}{{0:D3}}' -f $n)")));
+    assert!(write.contains("-PropertyType String"));
+    // Numbered by the line's place in the log file, which survives reboots.
+    assert!(write.contains("$n = @(Get-Content -Path $log).Count"));
+    // The serial port and the log file are still written.
+    assert!(write.contains("Add-Content -Path $log -Value $Line"));
+    assert!(write.contains("SerialPort 'COM1'"));
+    // The item goes after the log line: its number counts that line.
+    assert!(write.find("Add-Content").unwrap() < write.find("New-ItemProperty").unwrap());
+}
+
+#[test]
+fn keep_disk_copies_the_builders_disk_to_bases() {
+    let id = "0123456789abcdef01234567";
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::KeepDisk, "keep-disk-kept"),
+        (Op::KeepDisk, "keep-disk-running"),
+        (Op::KeepDisk, "keep-disk-in-use"),
+    ]);
+    let p = r.provider();
+    let (kept, running, in_use) = run(async {
+        (
+            p.keep_disk(BUILDER, id).await,
+            p.keep_disk(BUILDER, id).await,
+            p.keep_disk(BUILDER, id).await,
+        )
+    });
+    let kept = kept.unwrap();
+    let target = format!(r"{ROOT}\bases\{id}.vhdx");
+    assert_eq!(
+        kept,
+        GoldenVolume {
+            name: format!("{id}.vhdx"),
+            path: PathBuf::from(&target),
+            bytes: 9126805504,
+            capacity_bytes: 64 << 30,
+        }
+    );
+    assert_eq!(p.disk_format(), crate::images::Format::Vhdx);
+    r.assert_ran(2, Op::KeepDisk);
+    assert_eq!(
+        r.params(2),
+        json!({
+            "name": BUILDER,
+            "tag": format!("devcluster-node={BUILDER}"),
+            "vhdPath": format!(r"{ROOT}\{BUILDER}\{BUILDER}.vhdx"),
+            "target": target,
+        })
+    );
+    let e = running.unwrap_err();
+    assert!(e.to_string().contains("is Running, not off"), "{e}");
+    let e = in_use.unwrap_err();
+    assert!(
+        chain(&e).contains("is the parent of a disk of VM hv1-win1"),
+        "{}",
+        chain(&e)
+    );
+    let script = Op::KeepDisk.script();
+    assert!(script.contains("Copy-Item -LiteralPath $P.vhdPath -Destination $partial"));
+    assert!(script.contains("Move-Item -LiteralPath $partial -Destination $P.target"));
+    assert!(script.contains("if (\"$($vm.State)\" -ne 'Off')"));
+}
+
+#[test]
+fn remove_golden_deletes_it_absent_is_fine_in_use_is_refused() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::RemoveGolden, "remove-golden-removed"),
+        (Op::RemoveGolden, "remove-golden-absent"),
+        (Op::RemoveGolden, "remove-golden-in-use"),
+    ]);
+    let p = r.provider();
+    let name = "0123456789abcdef01234567.vhdx";
+    let e = run(async {
+        p.remove_golden(name).await.unwrap();
+        p.remove_golden(name).await.unwrap();
+        p.remove_golden(name).await.unwrap_err()
+    });
+    assert_eq!(
+        r.params(2),
+        json!({"path": format!(r"{ROOT}\bases\{name}")})
+    );
+    assert!(
+        chain(&e).contains(&format!(
+            r"base disk {ROOT}\bases\{name} is the parent of a disk of VM hv1-win1, hv1-win2"
+        )),
+        "{}",
+        chain(&e)
+    );
+    let h = hint_of(&e);
+    assert!(
+        h.contains("devcluster destroy") && h.contains("hv1-win1"),
+        "{h}"
+    );
+    // Only names under bases: nothing else is ever deleted.
+    let r = Replay::new(&[(Op::StorageRoot, "storage-root")]);
+    let p = r.provider();
+    for bad in [
+        r"..\x.vhdx",
+        r"C:\Windows\x.vhdx",
+        "a/b.vhdx",
+        "disk.qcow2",
+        "",
+    ] {
+        let e = run(p.remove_golden(bad)).unwrap_err();
+        assert!(matches!(e, ProviderError::Invalid(_)), "{bad}: {e}");
+    }
+    assert_eq!(r.calls(), 1);
+}
+
+#[test]
+fn a_windows_node_is_a_differencing_disk_of_its_kept_base() {
+    let r = Replay::new(&[
+        (Op::StorageRoot, "storage-root"),
+        (Op::CreateVm, "create-new"),
+    ]);
+    let mut spec = vm("hv1-win1");
+    spec.os = Os::Windows;
+    spec.role = "worker".into();
+    spec.golden = Some("0123456789abcdef01234567.vhdx".into());
+    run(r.provider().create_node(&spec)).unwrap();
+    r.assert_ran(2, Op::CreateVm);
+    let params = r.params(2);
+    assert_eq!(
+        params["parentPath"],
+        format!(r"{ROOT}\bases\0123456789abcdef01234567.vhdx")
+    );
+    assert_eq!(params["parentSource"], Value::Null);
+    assert_eq!(params["secureBootTemplate"], "MicrosoftWindows");
+    assert_eq!(params["seedPath"], format!(r"{ROOT}\hv1-win1\seed.iso"));
+    assert!(
+        Op::CreateVm
+            .script()
+            .contains("-ParentPath $P.parentPath -Differencing")
+    );
+
+    // A golden that is a path, not a name, is refused before the VM is made.
+    let r = Replay::new(&[(Op::StorageRoot, "storage-root")]);
+    spec.golden = Some(format!(r"{ROOT}\bases\x.vhdx"));
+    let e = run(r.provider().create_node(&spec)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is not the name of a Hyper-V base disk"),
+        "{e}"
+    );
+    assert_eq!(r.calls(), 1);
+}
+
+#[test]
+fn hyperv_builds_windows_base_disks() {
+    let caps = Replay::new(&[]).provider().capabilities();
+    assert!(caps.windows_builds);
+    // Prepared Linux nodes are not kept as golden disks here (yet).
+    assert!(!caps.golden_disks);
+}
