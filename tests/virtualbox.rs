@@ -561,6 +561,8 @@ impl Host {
             },
             golden: None,
             install_iso: Some(iso),
+            windows_devices: Default::default(),
+            drivers_iso: None,
             seed_iso: format!("DCBUILD autounattend.xml {SEED_SECRET}").into_bytes(),
             serial_log: self.dir.path().join("builder.serial.log"),
         }
@@ -886,6 +888,7 @@ fn build_request() -> devcluster::winbuild::Request {
         },
         poll: Duration::from_millis(50),
         typical: devcluster::winbuild::TYPICAL_HW,
+        devices: Default::default(),
     }
 }
 
@@ -1107,7 +1110,14 @@ fn images_build_on_virtualbox_end_to_end_with_the_stand_in() {
     assert_eq!(disk.format, devcluster::images::Format::Vdi);
     assert_eq!(disk.capacity_bytes, 64 << 30);
     let (_, image) = winbuild::windows_image(dirs, "windows-server-2025").unwrap();
-    let found = winbase::lookup(dirs, &image, &sha, ProviderKind::Virtualbox).expect("recorded");
+    let found = winbase::lookup(
+        dirs,
+        &image,
+        &sha,
+        ProviderKind::Virtualbox,
+        Default::default(),
+    )
+    .expect("recorded");
     assert_eq!(found.key, disk.key);
     assert!(h.info(&volume.name).contains("SnapshotName=\"base\""));
     // The builder is gone; nothing of the host's network was touched.

@@ -1608,6 +1608,8 @@ mod tests {
             },
             golden: None,
             install_iso: Some("/c/ws.iso".into()),
+            windows_devices: Default::default(),
+            drivers_iso: None,
             seed_iso: vec![],
             serial_log: "/c/builds/b.serial.log".into(),
         };
