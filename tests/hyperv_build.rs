@@ -81,23 +81,7 @@ fn params(dir: &Path, n: usize) -> serde_json::Value {
 /// ISO, for the hyperv provider.
 fn stand_in_iso(world: &common::World) -> (PathBuf, String) {
     let iso = world.path("standin.iso");
-    devcluster::seed::iso::write(
-        &iso,
-        "SSS_X64FREE_DV9",
-        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
-    )
-    .unwrap();
-    let sha = images::sha256_file(&iso).unwrap();
-    let catalog = world.dirs.config.join("images");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(
-        catalog.join("windows-server-2025.toml"),
-        format!(
-            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"hyperv\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
-            iso.display()
-        ),
-    )
-    .unwrap();
+    let sha = common::stand_in_windows_iso_for(&world.dirs, &iso, "hyperv");
     (iso, sha)
 }
 

@@ -848,30 +848,6 @@ impl devcluster::winbuild::BuildProgress for Notes {
 
 const BUILD_VM: &str = "vb-build-win";
 
-/// A stand-in installation ISO as the user's own copy of the evaluation
-/// ISO, for the VirtualBox provider (a user catalog entry replacing the
-/// built-in one); returns its sha256.
-fn stand_in_iso_for_virtualbox(dirs: &devcluster::dirs::Dirs, iso: &Path) -> String {
-    devcluster::seed::iso::write(
-        iso,
-        "SSS_X64FREE_DV9",
-        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
-    )
-    .unwrap();
-    let sha = devcluster::images::sha256_file(iso).unwrap();
-    let catalog = dirs.config.join("images");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(
-        catalog.join("windows-server-2025.toml"),
-        format!(
-            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"virtualbox\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
-            iso.display()
-        ),
-    )
-    .unwrap();
-    sha
-}
-
 fn build_request() -> devcluster::winbuild::Request {
     use devcluster::winbuild::{Bounds, Place, Request};
     Request {
@@ -980,7 +956,7 @@ fn images_build_on_virtualbox_end_to_end_with_the_stand_in() {
     let world = common::World::new();
     let dirs = &world.dirs;
     let iso = world.path("standin.iso");
-    let sha = stand_in_iso_for_virtualbox(dirs, &iso);
+    let sha = common::stand_in_windows_iso_for(dirs, &iso, "virtualbox");
     let h = Host::new();
     let p = h.provider(NetKind::Interface);
     let dl = images::download::NoProgress;

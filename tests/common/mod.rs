@@ -357,6 +357,16 @@ pub fn mode(path: &Path) -> u32 {
 /// air-gapped case). Returns the ISO's sha256.
 #[allow(dead_code)] // not every test binary uses it
 pub fn stand_in_windows_iso(dirs: &devcluster::dirs::Dirs, iso: &Path) -> String {
+    stand_in_windows_iso_for(dirs, iso, "libvirt")
+}
+
+/// [`stand_in_windows_iso`] for provider `provider` (`hyperv`, ...).
+#[allow(dead_code)] // not every test binary uses it
+pub fn stand_in_windows_iso_for(
+    dirs: &devcluster::dirs::Dirs,
+    iso: &Path,
+    provider: &str,
+) -> String {
     devcluster::seed::iso::write(
         iso,
         "SSS_X64FREE_DV9",
@@ -369,7 +379,7 @@ pub fn stand_in_windows_iso(dirs: &devcluster::dirs::Dirs, iso: &Path) -> String
     std::fs::write(
         catalog.join("windows-server-2025.toml"),
         format!(
-            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"libvirt\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
+            "name = \"windows-server-2025\"\nos = \"windows\"\nversion = \"2025\"\nfirmware = \"uefi\"\ndefault_user = \"Administrator\"\nlicense = \"stand-in\"\nlicense_requires_acceptance = true\n\n[[artifacts]]\nproviders = [\"{provider}\"]\nurl = \"file://{}\"\nsha256 = \"{sha}\"\nformat = \"iso\"\n",
             iso.display()
         ),
     )
