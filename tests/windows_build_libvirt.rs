@@ -89,6 +89,17 @@ fn request(stall: Duration) -> Request {
     }
 }
 
+/// The real libvirtd, under software emulation (as on this machine).
+async fn open(dirs: &devcluster::dirs::Dirs) -> Libvirt {
+    Libvirt::open(&ProviderConfig {
+        libvirt_uri: URI.into(),
+        libvirt_domain_type: DomainType::Qemu,
+        cache_dir: dirs.cache.clone(),
+    })
+    .await
+    .expect("libvirtd at qemu:///system")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn build_stalls_retries_clean_and_keeps_the_disk() {
     let _one = SERIAL.lock().await;
@@ -103,13 +114,7 @@ async fn build_stalls_retries_clean_and_keeps_the_disk() {
     // (a user entry replaces the built-in one: the air-gapped case).
     let iso = world.path("standin.iso");
     let sha = common::stand_in_windows_iso(dirs, &iso);
-    let p = Libvirt::open(&ProviderConfig {
-        libvirt_uri: URI.into(),
-        libvirt_domain_type: DomainType::Qemu,
-        cache_dir: dirs.cache.clone(),
-    })
-    .await
-    .expect("libvirtd at qemu:///system");
+    let p = open(dirs).await;
     let dl = images::download::NoProgress;
 
     // The licence gate is the cache's, as for `images pull`.
@@ -268,13 +273,7 @@ async fn a_virtio_build_takes_the_drivers_cd_and_keeps_a_virtio_base() {
         ),
     )
     .unwrap();
-    let p = Libvirt::open(&ProviderConfig {
-        libvirt_uri: URI.into(),
-        libvirt_domain_type: DomainType::Qemu,
-        cache_dir: dirs.cache.clone(),
-    })
-    .await
-    .expect("libvirtd at qemu:///system");
+    let p = open(dirs).await;
     let dl = images::download::NoProgress;
     let fetch = Fetch::new(&dl).accept_license(true);
     let mut req = request(Duration::from_secs(300));

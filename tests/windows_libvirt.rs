@@ -215,6 +215,65 @@ fn check_windows_domain(name: &str, mac: &str, cdroms: &[&str], devices: Windows
     nvram_path
 }
 
+/// A cluster `plan` with its state, keys and network, and none of the VMs
+/// `vms` or storage an earlier run left.
+async fn fresh_cluster(
+    world: &common::World,
+    plan: &Plan,
+    vms: &[&str],
+) -> (devcluster::pki::ClusterSecrets, Libvirt) {
+    devcluster::state::save(
+        &world.dirs,
+        &devcluster::state::ClusterState::new(plan.clone()),
+    )
+    .unwrap();
+    let secrets = devcluster::pki::ensure(&world.dirs, plan).unwrap();
+    let p = provider().await;
+    for n in vms {
+        p.delete_node(n).await.unwrap();
+    }
+    p.remove_storage(&plan.cluster).await.unwrap();
+    p.remove_network(&plan.cluster).await.unwrap();
+    p.ensure_network(&NetworkSpec::from_plan(plan))
+        .await
+        .unwrap();
+    (secrets, p)
+}
+
+/// A stand-in installation ISO in `dir` (it boots nothing).
+fn stand_in_install(dir: &Path) -> std::path::PathBuf {
+    let install = dir.join("standin-install.iso");
+    devcluster::seed::iso::write(
+        &install,
+        "SSS_X64FREE_DV9",
+        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
+    )
+    .unwrap();
+    install
+}
+
+/// An empty 64 GiB qcow2 volume `name` in the images pool, standing in
+/// for a base disk `images build` kept; its path.
+fn stand_in_base_volume(name: &str) -> String {
+    let images_pool = "devcluster-images";
+    if !virsh(&["pool-info", images_pool]).0 {
+        let target = format!("{POOL_ROOT}/{images_pool}");
+        assert!(virsh(&["pool-define-as", images_pool, "dir", "--target", &target]).0);
+        assert!(virsh(&["pool-build", images_pool]).0);
+        assert!(virsh(&["pool-start", images_pool]).0);
+    }
+    let (ok, out) = virsh(&[
+        "vol-create-as",
+        images_pool,
+        name,
+        "64G",
+        "--format",
+        "qcow2",
+    ]);
+    assert!(ok, "{out}");
+    format!("{POOL_ROOT}/{images_pool}/{name}")
+}
+
 fn volumes(pool: &str) -> String {
     virsh(&["vol-list", pool]).1
 }
@@ -239,30 +298,10 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
         vms: vec![builder.into(), node.name.clone()],
         images_volume: Some(base_volume.clone()),
     };
-    devcluster::state::save(
-        &world.dirs,
-        &devcluster::state::ClusterState::new(plan.clone()),
-    )
-    .unwrap();
-    let secrets = devcluster::pki::ensure(&world.dirs, &plan).unwrap();
-    let p = provider().await;
-    for n in [builder, node.name.as_str()] {
-        p.delete_node(n).await.unwrap();
-    }
-    p.remove_storage(cluster).await.unwrap();
-    p.remove_network(cluster).await.unwrap();
-    p.ensure_network(&NetworkSpec::from_plan(&plan))
-        .await
-        .unwrap();
+    let (secrets, p) = fresh_cluster(&world, &plan, &[builder, node.name.as_str()]).await;
 
     // --- The builder: a stand-in installation ISO, the real build seed.
-    let install = tmp.path().join("standin-install.iso");
-    devcluster::seed::iso::write(
-        &install,
-        "SSS_X64FREE_DV9",
-        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
-    )
-    .unwrap();
+    let install = stand_in_install(tmp.path());
     let image = windows::image_for("windows-server-2022").unwrap();
     let build_seed = windows::BuildSeed {
         image,
@@ -328,23 +367,7 @@ async fn builder_and_node_domains_run_and_leave_nothing_behind() {
     // --- A node: a linked clone of a stand-in base disk holding 256 MiB
     // of data, the way `devcluster images build` leaves one in the images
     // pool.
-    let images_pool = "devcluster-images";
-    if !virsh(&["pool-info", images_pool]).0 {
-        let target = format!("{POOL_ROOT}/{images_pool}");
-        assert!(virsh(&["pool-define-as", images_pool, "dir", "--target", &target]).0);
-        assert!(virsh(&["pool-build", images_pool]).0);
-        assert!(virsh(&["pool-start", images_pool]).0);
-    }
-    let (ok, out) = virsh(&[
-        "vol-create-as",
-        images_pool,
-        &base_volume,
-        "64G",
-        "--format",
-        "qcow2",
-    ]);
-    assert!(ok, "{out}");
-    let base_path = format!("{POOL_ROOT}/{images_pool}/{base_volume}");
+    let base_path = stand_in_base_volume(&base_volume);
     run(
         "qemu-io",
         &["-f", "qcow2", "-c", "write -P 0xab 0 256M", &base_path],
@@ -454,29 +477,9 @@ async fn virtio_builder_and_node_domains_run_and_leave_nothing_behind() {
         vms: vec![builder.into(), node.name.clone()],
         images_volume: Some(base_volume.clone()),
     };
-    devcluster::state::save(
-        &world.dirs,
-        &devcluster::state::ClusterState::new(plan.clone()),
-    )
-    .unwrap();
-    let secrets = devcluster::pki::ensure(&world.dirs, &plan).unwrap();
-    let p = provider().await;
-    for n in [builder, node.name.as_str()] {
-        p.delete_node(n).await.unwrap();
-    }
-    p.remove_storage(cluster).await.unwrap();
-    p.remove_network(cluster).await.unwrap();
-    p.ensure_network(&NetworkSpec::from_plan(&plan))
-        .await
-        .unwrap();
+    let (secrets, p) = fresh_cluster(&world, &plan, &[builder, node.name.as_str()]).await;
 
-    let install = tmp.path().join("standin-install.iso");
-    devcluster::seed::iso::write(
-        &install,
-        "SSS_X64FREE_DV9",
-        &[("setup.exe", b"stand-in for Windows Setup".as_slice())],
-    )
-    .unwrap();
+    let install = stand_in_install(tmp.path());
     let drivers = tmp.path().join("standin-virtio-win.iso");
     devcluster::seed::iso::write(
         &drivers,
@@ -544,23 +547,7 @@ async fn virtio_builder_and_node_domains_run_and_leave_nothing_behind() {
     assert!(!vols.contains("wi2-build"), "builder volumes left: {vols}");
 
     // A node of the virtio plan, on a stand-in base disk.
-    let images_pool = "devcluster-images";
-    if !virsh(&["pool-info", images_pool]).0 {
-        let target = format!("{POOL_ROOT}/{images_pool}");
-        assert!(virsh(&["pool-define-as", images_pool, "dir", "--target", &target]).0);
-        assert!(virsh(&["pool-build", images_pool]).0);
-        assert!(virsh(&["pool-start", images_pool]).0);
-    }
-    let (ok, out) = virsh(&[
-        "vol-create-as",
-        images_pool,
-        &base_volume,
-        "64G",
-        "--format",
-        "qcow2",
-    ]);
-    assert!(ok, "{out}");
-    let base_path = format!("{POOL_ROOT}/{images_pool}/{base_volume}");
+    let base_path = stand_in_base_volume(&base_volume);
     let mut vm = devcluster::machines::vm_spec(
         &world.dirs,
         &plan,
