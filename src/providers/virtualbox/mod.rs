@@ -319,6 +319,27 @@ fn op(op: &'static str, what: impl Into<String>) -> impl FnOnce(VBoxError) -> Pr
 }
 
 impl VirtualBox {
+    /// Registers an empty base VM `name` in [`BASES_GROUP`] (Linux bases
+    /// from the cached VDI, Windows bases from a builder's disk).
+    async fn create_base_vm(&self, name: &str, ostype: &str) -> Result<()> {
+        self.vbm(
+            name,
+            &[
+                "createvm",
+                "--name",
+                name,
+                "--groups",
+                BASES_GROUP,
+                "--ostype",
+                ostype,
+                "--register",
+            ],
+        )
+        .await
+        .map_err(op("creating", format!("base VM {name}")))?;
+        Ok(())
+    }
+
     pub async fn open(_config: &ProviderConfig) -> Result<Self> {
         let d = detect().await;
         if !d.usable {
@@ -460,21 +481,7 @@ impl VirtualBox {
             None => {}
         }
         let ostype = ostype(os);
-        self.vbm(
-            &name,
-            &[
-                "createvm",
-                "--name",
-                &name,
-                "--groups",
-                BASES_GROUP,
-                "--ostype",
-                ostype,
-                "--register",
-            ],
-        )
-        .await
-        .map_err(op("creating", format!("base VM {name}")))?;
+        self.create_base_vm(&name, ostype).await?;
         let info = self.existing(&name).await?;
         let dir = vm_dir(&info)?;
         let disk = dir.join(DISK_FILE);
@@ -1271,21 +1278,7 @@ impl Provider for VirtualBox {
         // One left by a keep cut short before it was recorded (a recorded
         // one would have ended the build before it began) goes first.
         self.remove_base_vm(&name).await?;
-        self.vbm(
-            &name,
-            &[
-                "createvm",
-                "--name",
-                &name,
-                "--groups",
-                BASES_GROUP,
-                "--ostype",
-                WINDOWS_OSTYPE,
-                "--register",
-            ],
-        )
-        .await
-        .map_err(op("creating", format!("base VM {name}")))?;
+        self.create_base_vm(&name, WINDOWS_OSTYPE).await?;
         let dir = vm_dir(&self.existing(&name).await?)?;
         let disk = dir.join(DISK_FILE);
         let disk_s = disk.to_string_lossy().into_owned();
