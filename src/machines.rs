@@ -102,24 +102,6 @@ fn windows_base(
     node: &NodePlan,
     provider: crate::spec::ProviderKind,
 ) -> Result<BaseImage, MachinesError> {
-    let (entry, iso, disk) = windows_base_disk(dirs, plan, node, provider)?;
-    Ok(BaseImage {
-        name: entry.name.clone(),
-        path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
-        sha256: iso,
-        firmware: crate::providers::Firmware::Uefi,
-        secure_boot: true,
-    })
-}
-
-/// The record of a Windows node's base disk, with its catalog entry and
-/// the ISO's sha256.
-fn windows_base_disk(
-    dirs: &Dirs,
-    plan: &Plan,
-    node: &NodePlan,
-    provider: crate::spec::ProviderKind,
-) -> Result<(images::ImageEntry, String, images::golden::GoldenDisk), MachinesError> {
     let entry = images::catalog::find(dirs, &node.image)?;
     let unsupported = |message: String| MachinesError::Unsupported {
         node: node.name.clone(),
@@ -151,7 +133,13 @@ fn windows_base_disk(
             provider,
         }
     })?;
-    Ok((entry, iso, disk))
+    Ok(BaseImage {
+        name: entry.name.clone(),
+        path: disk.volume.map(|v| v.path).unwrap_or(disk.path),
+        sha256: iso,
+        firmware: crate::providers::Firmware::Uefi,
+        secure_boot: true,
+    })
 }
 
 /// The devices of `plan`'s Windows guests on `provider`: `[libvirt]

@@ -430,18 +430,10 @@ pub async fn pull(
 ) -> Result<Vec<Pulled>, ImageError> {
     // The files a Windows build puts on its CDs (virtio-win, the
     // Win32-OpenSSH zip) are pulled as they are: no provider format.
-    if let Some(entry) = winbase::build_media(dirs, name)? {
-        let artifact = &entry.artifacts[0];
-        let cached = cache::ensure(dirs, &entry, artifact, None, fetch).await?;
-        return Ok(vec![Pulled {
-            name: entry.name.clone(),
-            url: artifact.url.clone(),
-            path: cached.path.clone(),
-            sha256: cached.sha256.clone(),
-            downloaded: cached.downloaded,
-        }]);
-    }
-    let entry = find(dirs, name)?;
+    let (entry, provider) = match winbase::build_media(dirs, name)? {
+        Some(media) => (media, None),
+        None => (find(dirs, name)?, provider),
+    };
     let artifacts: Vec<&Artifact> = match provider {
         Some(p) => vec![entry.artifact_for(p)?],
         None => entry.artifacts.iter().collect(),

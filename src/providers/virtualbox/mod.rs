@@ -319,6 +319,14 @@ fn op(op: &'static str, what: impl Into<String>) -> impl FnOnce(VBoxError) -> Pr
 }
 
 impl VirtualBox {
+    /// Tags VM `name` with its cluster (what `cluster_vms` finds).
+    async fn tag_cluster(&self, name: &str, cluster: &str) -> Result<()> {
+        self.vbm(name, &["guestproperty", "set", name, PROP_CLUSTER, cluster])
+            .await
+            .map_err(op("tagging", format!("VM {name}")))?;
+        Ok(())
+    }
+
     /// Registers an empty base VM `name` in [`BASES_GROUP`] (Linux bases
     /// from the cached VDI, Windows bases from a builder's disk).
     async fn create_base_vm(&self, name: &str, ostype: &str) -> Result<()> {
@@ -684,12 +692,7 @@ impl VirtualBox {
         )
         .await
         .map_err(op("creating", format!("builder VM {name}")))?;
-        self.vbm(
-            name,
-            &["guestproperty", "set", name, PROP_CLUSTER, &vm.cluster],
-        )
-        .await
-        .map_err(op("tagging", format!("VM {name}")))?;
+        self.tag_cluster(name, &vm.cluster).await?;
         let info = self.existing(name).await?;
         let dir = vm_dir(&info)?;
         let seed = self.write_seed(vm, &dir)?;
@@ -1199,12 +1202,7 @@ impl Provider for VirtualBox {
         )
         .await
         .map_err(op("cloning", format!("VM {name} from {base}")))?;
-        self.vbm(
-            name,
-            &["guestproperty", "set", name, PROP_CLUSTER, &vm.cluster],
-        )
-        .await
-        .map_err(op("tagging", format!("VM {name}")))?;
+        self.tag_cluster(name, &vm.cluster).await?;
         if vm.golden.is_some() {
             self.vbm(name, &["guestproperty", "set", name, PROP_BASE, &base])
                 .await
